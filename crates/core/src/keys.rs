@@ -1,0 +1,91 @@
+//! Key identities: device keys that sign events and the directory that says
+//! which of them are enrolled.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An ed25519 public key, shown and serialised as 64 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceKey(pub [u8; 32]);
+
+impl DeviceKey {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Result<DeviceKey, KeyParseError> {
+        let mut k = [0u8; 32];
+        hex::decode_to_slice(s, &mut k).map_err(|_| KeyParseError(s.chars().take(80).collect()))?;
+        Ok(DeviceKey(k))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a 32-byte hex key: {0:?}")]
+pub struct KeyParseError(String);
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceKey({})", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for DeviceKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DeviceKey::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whether a key may sign events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    Enrolled,
+    /// Enrolled once, revoked since: events after `revoked_at_ms` are refused.
+    Revoked {
+        revoked_at_ms: i64,
+    },
+    Unknown,
+}
+
+/// Answers "may this key sign?". The collector implements it over its store;
+/// tests and offline verifiers use the in-memory sets below.
+pub trait KeyDirectory {
+    fn status(&self, key: &DeviceKey) -> KeyStatus;
+}
+
+impl KeyDirectory for BTreeSet<DeviceKey> {
+    fn status(&self, key: &DeviceKey) -> KeyStatus {
+        if self.contains(key) {
+            KeyStatus::Enrolled
+        } else {
+            KeyStatus::Unknown
+        }
+    }
+}
+
+impl KeyDirectory for BTreeMap<DeviceKey, KeyStatus> {
+    fn status(&self, key: &DeviceKey) -> KeyStatus {
+        self.get(key).copied().unwrap_or(KeyStatus::Unknown)
+    }
+}
+
+impl<T: KeyDirectory + ?Sized> KeyDirectory for &T {
+    fn status(&self, key: &DeviceKey) -> KeyStatus {
+        (**self).status(key)
+    }
+}
