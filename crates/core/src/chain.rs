@@ -59,17 +59,43 @@ pub struct Item<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Finding {
-    Missing { first: u64, last: u64 },
-    Reordered { seq: u64, index: usize },
-    Replayed { seq: u64, index: usize },
-    Altered { seq: u64, index: usize },
-    Forged { seq: u64, index: usize },
-    Forked { seq: u64, index: usize },
-    BrokenLink { seq: u64, index: usize },
-    ForeignKey { key: DeviceKey, index: usize },
+    Missing {
+        first: u64,
+        last: u64,
+    },
+    Reordered {
+        seq: u64,
+        index: usize,
+    },
+    Replayed {
+        seq: u64,
+        index: usize,
+    },
+    Altered {
+        seq: u64,
+        index: usize,
+    },
+    Forged {
+        seq: u64,
+        index: usize,
+    },
+    Forked {
+        seq: u64,
+        index: usize,
+    },
+    BrokenLink {
+        seq: u64,
+        index: usize,
+    },
+    ForeignKey {
+        key: DeviceKey,
+        index: usize,
+    },
     /// Too broken to read even a claimed sequence number, and no gap to
     /// attribute it to.
-    Unreadable { index: usize },
+    Unreadable {
+        index: usize,
+    },
 }
 
 impl Finding {
@@ -130,7 +156,10 @@ impl std::fmt::Display for Finding {
                 write!(f, "seq {seq} (record {index}) arrived after a later event")
             }
             Finding::Replayed { seq, index } => {
-                write!(f, "seq {seq} (record {index}) is a replay of an event already held")
+                write!(
+                    f,
+                    "seq {seq} (record {index}) is a replay of an event already held"
+                )
             }
             Finding::Altered { seq, index } => write!(
                 f,

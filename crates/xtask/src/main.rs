@@ -1,1 +1,162 @@
-fn main() {}
+//! `cargo xtask`: the project's entry points.
+//!
+//! - `cargo xtask test`: installs what is missing (saying what it does), then
+//!   runs fmt, clippy, every test, the wasm32 build of the core and the
+//!   fuzz-target build. This is what `.ci/run` calls.
+//! - `cargo xtask bench <suite> [--quick]`: benchmarks, JSON lines in
+//!   `target/bench/<suite>.json`.
+//! - `cargo xtask demo`: the main job on the embedded default store.
+//!
+//! Only the standard library: xtask must build fast on a cold machine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod install;
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("demo") => demo(&args[1..]),
+        Some("install") => install::all(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 test             install what is missing, then fmt, clippy, every test\n  \
+                 bench <suite>    run a benchmark suite (core) [--quick]\n  \
+                 demo             run sessiontrail on the embedded default store\n  \
+                 install          only install the toolchain pieces and packages"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a step, printing its name and how long it took.
+pub fn step(name: &str, cmd: &mut Command) -> Result {
+    println!("\n==> {name}");
+    let t = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{name}: could not start {:?}: {e}", cmd.get_program()))?;
+    println!("<== {name}: {:.1}s", t.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed ({status})"))
+    }
+}
+
+fn test(args: &[String]) -> Result {
+    let started = Instant::now();
+    if !args.iter().any(|a| a == "--no-install") {
+        install::all()?;
+    }
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "cargo clippy -D warnings",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "cargo test (native)",
+        cargo().args(["test", "--workspace", "--all-features"]),
+    )?;
+    step(
+        "cargo build (wasm32-unknown-unknown)",
+        cargo().args([
+            "build",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "sessiontrail-core",
+            "-p",
+            "sessiontrail-tlog",
+        ]),
+    )?;
+    step(
+        "fuzz targets build",
+        cargo().args(["build", "--manifest-path", "fuzz/Cargo.toml", "--bins"]),
+    )?;
+    println!(
+        "\nxtask test: all steps passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result {
+    let suite = args
+        .first()
+        .ok_or("usage: cargo xtask bench <suite> [--quick]")?;
+    let quick = args.iter().any(|a| a == "--quick");
+    std::fs::create_dir_all(root().join("target/bench")).map_err(|e| e.to_string())?;
+    let mut cmd = cargo();
+    match suite.as_str() {
+        "core" => cmd.args([
+            "bench",
+            "-p",
+            "sessiontrail-core",
+            "--features",
+            "batch",
+            "--bench",
+            "core",
+            "--",
+        ]),
+        other => return Err(format!("unknown bench suite {other:?} (known: core)")),
+    };
+    if quick {
+        cmd.arg("--quick");
+    }
+    step(&format!("bench {suite}"), &mut cmd)?;
+    let out = root().join(format!("target/bench/{suite}.json"));
+    let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("\n{}:\n{text}", out.display());
+    Ok(())
+}
+
+fn demo(_args: &[String]) -> Result {
+    Err(
+        "`cargo xtask demo` starts the collector on its embedded store; the collector \
+         (issue 3) has not landed yet, so there is nothing to run. Until then, \
+         `cargo xtask test` and `cargo xtask bench core` exercise the engine."
+            .into(),
+    )
+}
