@@ -7,10 +7,19 @@
 //! processed at all: [`process`] returns `None` and the caller drops the
 //! observation.
 
-use crate::event::{EventBody, EventKind, FileMeta, Observation};
+use crate::event::{EventBody, EventKind, FieldValue, FileMeta, Observation, Target};
 use crate::mask::{MaskKey, mask_fields, mask_target, mask_text, mask_url};
+use crate::record::clip;
 use crate::risk::SessionRisk;
 use crate::rulepack::{Engine, Keep, Verdict, is_password_field};
+
+/// Caps that keep every body well under the record's 64 KiB limit whatever
+/// a hostile page puts in the DOM: the URL, each target string, each clear
+/// field value, and the number of fields.
+pub const MAX_URL: usize = 4096;
+pub const MAX_TEXT: usize = 512;
+pub const MAX_CLEAR_VALUE: usize = 1024;
+pub const MAX_FIELDS: usize = 32;
 
 /// A body ready to sign, and the verdict behind it (for the response).
 #[derive(Debug)]
@@ -39,20 +48,31 @@ pub fn process<'e>(
         .fields
         .iter()
         .filter(|f| !is_password_field(app, &f.name))
-        .cloned()
+        .take(MAX_FIELDS)
+        .map(|f| {
+            let mut f = f.clone();
+            f.name = clip(&f.name, MAX_TEXT);
+            f
+        })
         .collect();
-    let fields = mask_fields(key, &fields, |name| verdict.is_clear(name));
+    let fields = mask_fields(key, &fields, |name| verdict.is_clear(name))
+        .into_iter()
+        .map(|(k, v)| match v {
+            FieldValue::Clear(c) => (k, FieldValue::Clear(clip(&c, MAX_CLEAR_VALUE))),
+            masked => (k, masked),
+        })
+        .collect();
+    let url = |u: &str| clip(&mask_url(key, u, keep_query, keep_fragment), MAX_URL);
+    let text = |t: &str| clip(&mask_text(key, t), MAX_TEXT);
 
     let kind = match &obs.kind {
-        EventKind::RouteChange { from } => EventKind::RouteChange {
-            from: mask_url(key, from, keep_query, keep_fragment),
-        },
+        EventKind::RouteChange { from } => EventKind::RouteChange { from: url(from) },
         EventKind::Download {
             filename,
             mime,
             bytes,
         } => EventKind::Download {
-            filename: mask_text(key, filename),
+            filename: text(filename),
             mime: mime.clone(),
             bytes: *bytes,
         },
@@ -60,7 +80,7 @@ pub fn process<'e>(
             files: files
                 .iter()
                 .map(|f| FileMeta {
-                    name: mask_text(key, &f.name),
+                    name: text(&f.name),
                     mime: f.mime.clone(),
                     bytes: f.bytes,
                 })
@@ -73,19 +93,30 @@ pub fn process<'e>(
         } => EventKind::ResponseResolved {
             response: *response,
             outcome: *outcome,
-            justification: justification.as_deref().map(|j| mask_text(key, j)),
+            justification: justification
+                .as_deref()
+                .map(|j| clip(&mask_text(key, j), MAX_CLEAR_VALUE)),
         },
         other => other.clone(),
     };
 
     let body = EventBody {
         kind,
-        user: obs.user.clone(),
+        user: clip(&obs.user, MAX_TEXT),
         app: app.id.clone(),
-        tab: obs.tab.clone(),
-        session: obs.session.clone(),
-        url: mask_url(key, &obs.url, keep_query, keep_fragment),
-        target: obs.target.as_ref().map(|t| mask_target(key, &t.target)),
+        tab: clip(&obs.tab, 64),
+        session: clip(&obs.session, 128),
+        url: url(&obs.url),
+        target: obs.target.as_ref().map(|t| {
+            let m = mask_target(key, &t.target);
+            Target {
+                tag: clip(&m.tag, 64),
+                role: clip(&m.role, 64),
+                name: clip(&m.name, MAX_TEXT),
+                path: clip(&m.path, MAX_TEXT),
+                text: clip(&m.text, MAX_TEXT),
+            }
+        }),
         trusted: obs.trusted,
         fields,
         classification: verdict.classification(),
@@ -174,6 +205,34 @@ mod tests {
             p.body.fields["note"],
             FieldValue::Masked(key.commit("call bob"))
         );
+    }
+
+    #[test]
+    fn a_hostile_page_cannot_blow_the_body_up() {
+        let e = engine();
+        let key = MaskKey::from_bytes([3; 32]);
+        let mut risk = SessionRisk::default();
+        let huge = "A".repeat(1 << 20);
+        let mut o = obs(
+            EventKind::Click,
+            &format!("https://crm.acme.test/crm/{huge}"),
+            &[],
+            &[],
+        );
+        o.fields = (0..1000)
+            .map(|i| ObservedField {
+                name: format!("f{i}{huge}"),
+                value: huge.clone(),
+                kind: FieldKind::Text,
+            })
+            .collect();
+        let t = &mut o.target.as_mut().unwrap().target;
+        t.text = huge.clone();
+        t.name = huge.clone();
+        let p = process(&e, &key, &mut risk, &o, 1).unwrap();
+        let json = serde_json::to_vec(&p.body).unwrap();
+        assert!(json.len() < crate::record::MAX_BODY_LEN, "{}", json.len());
+        assert_eq!(p.body.fields.len(), MAX_FIELDS);
     }
 
     #[test]

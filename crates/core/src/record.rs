@@ -24,7 +24,7 @@
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::event::EventBody;
+use crate::event::{EventBody, EventKind};
 use crate::keys::DeviceKey;
 
 pub const MAGIC: [u8; 4] = *b"STEV";
@@ -264,9 +264,24 @@ impl DeviceSigner {
         bytes.extend_from_slice(&[0u8; HEADER_LEN]);
         // Serialising a plain struct of strings, maps and enums into a Vec
         // cannot fail.
-        if serde_json::to_writer(&mut bytes, body).is_err() {
+        let fits = serde_json::to_writer(&mut bytes, body).is_ok()
+            && bytes.len() - HEADER_LEN <= MAX_BODY_LEN;
+        if !fits {
+            // The pipeline clips every string so this does not happen; if it
+            // ever does, the event is recorded as what it is, one event that
+            // could not be kept, rather than silently dropped or cut.
             bytes.truncate(HEADER_LEN);
-            bytes.extend_from_slice(b"{}");
+            let gap = EventBody::lifecycle(
+                EventKind::Gap {
+                    dropped: 1,
+                    first_ms: time_ms,
+                    last_ms: time_ms,
+                    reason: "event body over the 64 KiB limit".into(),
+                },
+                &clip(&body.user, 256),
+                &clip(&body.app, 256),
+            );
+            let _ = serde_json::to_writer(&mut bytes, &gap);
         }
         self.seal(time_ms, bytes)
     }
@@ -302,6 +317,18 @@ impl DeviceSigner {
     }
 }
 
+/// Cuts `s` to at most `max` bytes on a char boundary, marking the cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// Signs `message` with `seed` exactly as the record signer does. Exposed so
 /// the RFC 8032 vectors can be run through the same wrapper.
 pub fn sign_message(seed: &[u8; 32], message: &[u8]) -> [u8; 64] {
@@ -311,7 +338,6 @@ pub fn sign_message(seed: &[u8; 32], message: &[u8]) -> [u8; 64] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventBody, EventKind};
 
     fn body() -> EventBody {
         EventBody::lifecycle(
@@ -351,6 +377,142 @@ mod tests {
                 assert!(!bad.signature_valid(), "flip at {i} still verifies");
             }
         }
+    }
+
+    mod round_trip {
+        use super::*;
+        use crate::event::{
+            Classification, Decision, FieldValue, FileMeta, Outcome, Response, Severity, Target,
+        };
+        use proptest::prelude::*;
+
+        fn kind() -> impl Strategy<Value = EventKind> {
+            prop_oneof![
+                Just(EventKind::PageLoad),
+                any::<String>().prop_map(|from| EventKind::RouteChange { from }),
+                Just(EventKind::Click),
+                Just(EventKind::Submit),
+                Just(EventKind::Paste),
+                (any::<String>(), any::<String>(), any::<Option<u64>>()).prop_map(
+                    |(filename, mime, bytes)| EventKind::Download {
+                        filename,
+                        mime,
+                        bytes
+                    }
+                ),
+                proptest::collection::vec((any::<String>(), any::<u64>()), 0..3).prop_map(|f| {
+                    EventKind::Upload {
+                        files: f
+                            .into_iter()
+                            .map(|(name, bytes)| FileMeta {
+                                name,
+                                mime: "text/csv".into(),
+                                bytes,
+                            })
+                            .collect(),
+                    }
+                }),
+                any::<u64>().prop_map(|idle_ms| EventKind::Idle { idle_ms }),
+                (any::<u64>(), any::<i64>(), any::<i64>()).prop_map(|(dropped, a, b)| {
+                    EventKind::Gap {
+                        dropped,
+                        first_ms: a,
+                        last_ms: b,
+                        reason: "queue cap".into(),
+                    }
+                }),
+                any::<Option<String>>().prop_map(|justification| {
+                    EventKind::ResponseResolved {
+                        response: Response::Justify,
+                        outcome: Outcome::Allowed,
+                        justification,
+                    }
+                }),
+            ]
+        }
+
+        fn body() -> impl Strategy<Value = EventBody> {
+            (
+                kind(),
+                any::<[String; 5]>(),
+                any::<Option<[String; 5]>>(),
+                any::<bool>(),
+                proptest::collection::btree_map(
+                    any::<String>(),
+                    (any::<bool>(), any::<String>()).prop_map(|(c, v)| {
+                        if c {
+                            FieldValue::Clear(v)
+                        } else {
+                            FieldValue::Masked(v)
+                        }
+                    }),
+                    0..4,
+                ),
+                (any::<Vec<String>>(), any::<u32>(), any::<u32>(), 0usize..6),
+                (0usize..6, any::<String>(), any::<Option<String>>()),
+            )
+                .prop_map(|(kind, s, target, trusted, fields, c, d)| EventBody {
+                    kind,
+                    user: s[0].clone(),
+                    app: s[1].clone(),
+                    tab: s[2].clone(),
+                    session: s[3].clone(),
+                    url: s[4].clone(),
+                    target: target.map(|[tag, role, name, path, text]| Target {
+                        tag,
+                        role,
+                        name,
+                        path,
+                        text,
+                    }),
+                    trusted,
+                    fields,
+                    classification: Classification {
+                        tags: c.0.clone(),
+                        rules: c.0,
+                        severity: Severity::ALL.get(c.3).copied(),
+                        risk: c.1,
+                        session_risk: c.2,
+                    },
+                    decision: Decision {
+                        response: Response::ALL[d.0],
+                        reason: d.1,
+                        action_id: d.2,
+                    },
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_body_survives_sign_encode_decode(b in body(), t in any::<i64>(), n in 1u64..5) {
+                let mut s = DeviceSigner::new(&[3; 32], ChainTip::GENESIS);
+                let mut last = None;
+                for _ in 0..n {
+                    last = Some(s.sign(t, &b));
+                }
+                let ev = last.unwrap();
+                let back = SignedEvent::from_bytes(ev.as_bytes().to_vec()).unwrap();
+                prop_assert_eq!(back.seq(), n);
+                prop_assert_eq!(back.time_ms(), t);
+                prop_assert!(back.signature_valid());
+                prop_assert_eq!(back.body().unwrap(), b);
+            }
+        }
+    }
+
+    #[test]
+    fn an_oversized_body_becomes_a_gap_not_a_bad_record() {
+        let mut s = DeviceSigner::new(&[4; 32], ChainTip::GENESIS);
+        let mut b = body();
+        b.url = "x".repeat(MAX_BODY_LEN + 1);
+        let ev = SignedEvent::from_bytes(s.sign(1, &b).into_bytes()).unwrap();
+        assert!(ev.signature_valid());
+        assert!(matches!(
+            ev.body().unwrap().kind,
+            EventKind::Gap { dropped: 1, .. }
+        ));
+        assert_eq!(clip("héllo", 4), "h…");
+        assert_eq!(clip("abc", 3), "abc");
     }
 
     #[test]
