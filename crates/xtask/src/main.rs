@@ -74,6 +74,59 @@ pub fn step(name: &str, cmd: &mut Command) -> Result {
     }
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs a test command, echoing its output and adding up the
+/// `test result: … N passed; M failed` lines of every test binary.
+fn tests(name: &str, cmd: &mut Command) -> Result<Tally> {
+    use std::io::{BufRead, BufReader};
+    println!("\n==> {name}");
+    let t = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{name}: could not start: {e}"))?;
+    let mut tally = Tally::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let mut words = part.split_whitespace().rev();
+                    let (Some(label), Some(n)) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match label {
+                        "passed" => tally.passed += n,
+                        "failed" => tally.failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{name}: {e}"))?;
+    println!(
+        "<== {name}: {:.1}s ({} passed, {} failed)",
+        t.elapsed().as_secs_f64(),
+        tally.passed,
+        tally.failed
+    );
+    if status.success() {
+        Ok(tally)
+    } else {
+        Err(format!("{name} failed ({status})"))
+    }
+}
+
 fn test(args: &[String]) -> Result {
     let started = Instant::now();
     if !args.iter().any(|a| a == "--no-install") {
@@ -95,7 +148,7 @@ fn test(args: &[String]) -> Result {
             "warnings",
         ]),
     )?;
-    step(
+    let rust = tests(
         "cargo test (native)",
         cargo().args(["test", "--workspace", "--all-features"]),
     )?;
@@ -119,6 +172,8 @@ fn test(args: &[String]) -> Result {
         "\nxtask test: all steps passed in {:.0}s",
         started.elapsed().as_secs_f64()
     );
+    // One closing line for the whole run, in the plain form CI reads.
+    println!("{} passed, {} failed", rust.passed, rust.failed);
     Ok(())
 }
 
