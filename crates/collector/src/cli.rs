@@ -1,0 +1,196 @@
+//! The `sessiontrail` command line.
+//!
+//! Secrets (credentials, enrollment tokens) are printed once, alone on
+//! stdout, so they can be captured by a script; everything else goes to
+//! stderr.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, LogFormat, ServeArgs};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{Actor, Role, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sessiontrail",
+    version,
+    about = "sessiontrail collector and admin CLI"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector.
+    Serve(ServeArgs),
+    /// Auditor and admin credentials.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Enrollment tokens for devices.
+    EnrollToken {
+        #[command(subcommand)]
+        command: EnrollTokenCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UserRole {
+    Auditor,
+    Admin,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a credential and print it (once).
+    Create {
+        #[arg(long, value_enum)]
+        role: UserRole,
+        #[arg(long, env = "SESSIONTRAIL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Lifetime such as `90d`; none by default.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollTokenCommand {
+    /// Create an enrollment token and print it (once).
+    Create {
+        #[arg(long, env = "SESSIONTRAIL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// How many devices may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u64,
+        /// Lifetime such as `24h`.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// A label for the devices it enrolls.
+        #[arg(long)]
+        group: Option<String>,
+    },
+}
+
+/// Installs the tracing subscriber: JSON unless stderr is a terminal.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONTRAIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        b.json().flatten_event(true).try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+fn open(dir: &Path) -> Result<SqliteStore, String> {
+    SqliteStore::open(dir, SqliteOptions::default())
+        .map_err(|e| format!("cannot open the store in {}: {e}", dir.display()))
+}
+
+fn create_token(dir: &Path, role: UserRole, ttl: Option<&str>) -> Result<String, String> {
+    let expires_ms = match ttl {
+        Some(t) => Some(crate::now_ms().saturating_add(crate::config::parse_ttl(t)?)),
+        None => None,
+    };
+    let role = match role {
+        UserRole::Auditor => Role::Auditor,
+        UserRole::Admin => Role::Admin,
+    };
+    let g = crate::auth::generate(role, expires_ms, None, None)
+        .map_err(|e| format!("no randomness: {e}"))?;
+    let store = open(dir)?;
+    let id = g.token.id.clone();
+    store
+        .create_token(g.token, &Actor::cli())
+        .map_err(|e| format!("cannot store the credential: {e}"))?;
+    eprintln!(
+        "created {} credential {id}; it is shown once:",
+        role.as_str()
+    );
+    Ok(g.credential)
+}
+
+fn create_enroll_token(
+    dir: &Path,
+    uses: u64,
+    ttl: &str,
+    group: Option<String>,
+) -> Result<String, String> {
+    let g = crate::enroll::new_enroll_token(Some(uses), Some(ttl), group, crate::now_ms())
+        .map_err(|e| e.to_string())?;
+    let store = open(dir)?;
+    let id = g.token.id.clone();
+    store
+        .create_token(g.token, &Actor::cli())
+        .map_err(|e| format!("cannot store the token: {e}"))?;
+    eprintln!("created enrollment token {id} ({uses} use(s), ttl {ttl}); it is shown once:");
+    Ok(g.credential)
+}
+
+/// Runs the command line; the binary's `main` is this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => match Config::resolve(args) {
+            Ok(cfg) => {
+                init_logging(cfg.log_format);
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build();
+                match rt {
+                    Ok(rt) => rt
+                        .block_on(crate::server::serve(cfg))
+                        .map(|()| None)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("cannot start the runtime: {e}")),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    role,
+                    data_dir,
+                    ttl,
+                },
+        } => create_token(&data_dir, role, ttl.as_deref()).map(Some),
+        Command::EnrollToken {
+            command:
+                EnrollTokenCommand::Create {
+                    data_dir,
+                    uses,
+                    ttl,
+                    group,
+                },
+        } => create_enroll_token(&data_dir, uses, &ttl, group).map(Some),
+    };
+    match result {
+        Ok(Some(secret)) => {
+            println!("{secret}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "fatal");
+            eprintln!("sessiontrail: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

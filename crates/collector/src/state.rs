@@ -1,0 +1,30 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// The router's state: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    /// Batches being read, verified or stored at once; beyond it, 429.
+    pub ingest_permits: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, limits: Limits) -> AppState {
+        AppState {
+            store,
+            metrics: Arc::new(Metrics::default()),
+            ingest_permits: Arc::new(Semaphore::new(limits.max_inflight.max(1))),
+            limits,
+        }
+    }
+}

@@ -1,0 +1,111 @@
+-- sessiontrail collector schema, version 1 (PRAGMA user_version).
+-- Times are ms since the Unix epoch. Keys and hashes are raw 32-byte BLOBs.
+
+-- Enrolled device keys. The collector's own key is a device too (kind
+-- 'collector'): it signs the admin-audit records into the same evidence log.
+CREATE TABLE IF NOT EXISTS devices (
+    id              INTEGER PRIMARY KEY,
+    key             BLOB NOT NULL UNIQUE CHECK (length(key) = 32),
+    kind            TEXT NOT NULL DEFAULT 'agent' CHECK (kind IN ('agent', 'collector')),
+    user            TEXT NOT NULL,
+    device_name     TEXT NOT NULL,
+    enrolled_ms     INTEGER NOT NULL,
+    revoked_ms      INTEGER,
+    enroll_token_id TEXT,
+    claims          TEXT NOT NULL DEFAULT '{}',
+    -- Highest stored seq and its record hash: the chain tip as stored.
+    high_water      INTEGER NOT NULL DEFAULT 0,
+    tip_hash        BLOB
+);
+
+-- Bearer credentials. Only the SHA-256 of the secret part is kept.
+CREATE TABLE IF NOT EXISTS tokens (
+    id          TEXT PRIMARY KEY,
+    secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),
+    role        TEXT NOT NULL CHECK (role IN ('device', 'auditor', 'admin', 'enroll')),
+    created_ms  INTEGER NOT NULL,
+    created_by  TEXT NOT NULL,
+    expires_ms  INTEGER,
+    max_uses    INTEGER,
+    uses        INTEGER NOT NULL DEFAULT 0,
+    group_name  TEXT,
+    device_id   INTEGER REFERENCES devices(id),
+    revoked_ms  INTEGER
+);
+CREATE INDEX IF NOT EXISTS tokens_device ON tokens(device_id) WHERE device_id IS NOT NULL;
+
+-- Every stored record, verbatim, in evidence-log order: the rowid is the
+-- record's leaf index in the Merkle log (0-based, dense, append-only).
+CREATE TABLE IF NOT EXISTS events (
+    leaf_index  INTEGER PRIMARY KEY,
+    device_id   INTEGER NOT NULL REFERENCES devices(id),
+    seq         INTEGER NOT NULL,
+    hash        BLOB NOT NULL,
+    prev_hash   BLOB NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    record      BLOB NOT NULL,
+    -- Index columns decoded from the signed body; NULL when the body did not
+    -- parse as a known EventBody (the record is still evidence and kept).
+    body_ok     INTEGER NOT NULL,
+    user        TEXT,
+    app         TEXT,
+    action      TEXT,
+    rules       TEXT,   -- JSON array of rule ids
+    severity    TEXT,
+    tags        TEXT,   -- JSON array of compliance tags
+    response    TEXT,
+    url         TEXT,
+    target      TEXT,
+    session     TEXT,
+    tab         TEXT,
+    trusted     INTEGER,
+    UNIQUE (device_id, seq)
+);
+CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
+CREATE INDEX IF NOT EXISTS events_user_time ON events(user, time_ms);
+CREATE INDEX IF NOT EXISTS events_app_time ON events(app, time_ms);
+CREATE INDEX IF NOT EXISTS events_severity ON events(severity, time_ms) WHERE severity IS NOT NULL;
+
+-- Sequence ranges a device never delivered. `filled` counts late records
+-- that arrived inside the range; the gap is closed when it is full.
+CREATE TABLE IF NOT EXISTS gaps (
+    id          INTEGER PRIMARY KEY,
+    device_id   INTEGER NOT NULL REFERENCES devices(id),
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    detected_ms INTEGER NOT NULL,
+    filled      INTEGER NOT NULL DEFAULT 0,
+    closed_ms   INTEGER
+);
+CREATE INDEX IF NOT EXISTS gaps_open ON gaps(device_id, first_seq) WHERE closed_ms IS NULL;
+
+-- Every admin action. `leaf_index` is the collector-signed record that
+-- carries the same action into the evidence log.
+CREATE TABLE IF NOT EXISTS admin_audit (
+    id         INTEGER PRIMARY KEY,
+    at_ms      INTEGER NOT NULL,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    details    TEXT NOT NULL,
+    leaf_index INTEGER NOT NULL REFERENCES events(leaf_index)
+);
+
+-- Merkle log nodes (sessiontrail-tlog's NodeStore): hashes of perfect
+-- subtrees addressed by (level, index). Written in the same transaction as
+-- the events they cover.
+CREATE TABLE IF NOT EXISTS tlog_nodes (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+
+-- Signed tree heads, newest last.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tree_size  INTEGER PRIMARY KEY,
+    root_hash  BLOB NOT NULL,
+    signed_ms  INTEGER NOT NULL,
+    note       TEXT NOT NULL
+);

@@ -1,0 +1,1100 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
+//! so a committed transaction is on disk when `COMMIT` returns.
+//!
+//! All writes go through one writer thread fed by a bounded queue. The
+//! writer takes whatever jobs are queued (up to [`MAX_GROUP`]), runs each in
+//! its own savepoint inside one transaction, commits once, and only then
+//! answers every job: a group commit, so one fsync covers many requests
+//! under load while every acknowledgement still follows its commit. A full
+//! queue answers [`StoreError::Busy`] at once (the server turns it into
+//! 429 + `Retry-After`). Reads use a small pool of read-only connections
+//! and see the last committed state.
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
+use sessiontrail_core::chain::StoredChain;
+use sessiontrail_core::record::ZERO_HASH;
+use sessiontrail_core::{ChainTip, DeviceKey, DeviceSigner, Hash, SignedEvent};
+use sessiontrail_tlog::{Checkpoint, NodeStore, NoteSigner, Tree};
+use sha2::{Digest as _, Sha256};
+
+use super::{
+    Actor, AuditEntry, Device, EnrollRefusal, Enrollment, Gap, IngestRefusal, NewToken, Role,
+    SignedCheckpoint, Store, StoreError, StoreStats, TokenRecord,
+};
+use crate::audit::AdminAction;
+use crate::index::IndexFields;
+use crate::ingest::{self, IngestOutcome, RecordHashes, VerifiedBatch};
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: i64 = 1;
+const DB_FILE: &str = "sessiontrail.db";
+const KEY_FILE: &str = "collector.key";
+/// Most jobs one transaction carries.
+pub const MAX_GROUP: usize = 64;
+
+/// Tuning of the SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Write jobs waiting for the writer before [`StoreError::Busy`].
+    pub queue: usize,
+    /// The evidence log's origin (checkpoint first line and note key name);
+    /// by default `sessiontrail/<first 16 hex digits of the collector key>`.
+    pub log_origin: Option<String>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions {
+            queue: 64,
+            log_origin: None,
+        }
+    }
+}
+
+/// The checkpoint key's seed: derived, so one secret file serves both keys
+/// while record and checkpoint signatures never share a key.
+fn checkpoint_seed(seed: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"sessiontrail.checkpoint-key.v1\0");
+    h.update(seed);
+    h.finalize().into()
+}
+
+/// What a write job leaves for the writer loop.
+struct Done {
+    /// Roll the job's savepoint back (the job failed).
+    rollback: bool,
+    /// Called with the commit's outcome, after the commit.
+    finish: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+}
+
+/// State only the writer thread holds.
+struct WriterCtx {
+    seed: [u8; 32],
+    collector_id: i64,
+    /// Signs checkpoints; its key is derived from the seed, distinct from
+    /// the record-signing key.
+    note_signer: NoteSigner,
+}
+
+type Job = Box<dyn FnOnce(&Transaction<'_>, &WriterCtx) -> Done + Send>;
+
+/// The SQLite [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    queue: Mutex<Option<SyncSender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    wal: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
+    readers: Mutex<Vec<Connection>>,
+    collector_key: DeviceKey,
+    verifier_key: String,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("collector_key", &self.collector_key)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks leaves no broken invariant (a
+    // connection or a sender), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Loads the collector's signing seed, creating it (mode 0600) on first use.
+fn load_or_create_seed(dir: &Path) -> Result<[u8; 32], StoreError> {
+    let path = dir.join(KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let mut seed = [0u8; 32];
+            hex::decode_to_slice(s.trim(), &mut seed).map_err(|_| {
+                StoreError::Corrupt(format!("{} is not 64 hex digits", path.display()))
+            })?;
+            Ok(seed)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed = crate::auth::random_bytes::<32>()
+                .map_err(|e| StoreError::Io(format!("no randomness: {e}")))?;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&path)?;
+            f.write_all(hex::encode(seed).as_bytes())?;
+            f.sync_all()?;
+            Ok(seed)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(DB_FILE);
+        let seed = load_or_create_seed(dir)?;
+        let collector_key = DeviceSigner::new(&seed, ChainTip::GENESIS).public_key();
+        let origin = opts
+            .log_origin
+            .clone()
+            .unwrap_or_else(|| format!("sessiontrail/{}", &collector_key.to_hex()[..16]));
+        let note_signer = NoteSigner::new(&origin, &checkpoint_seed(&seed))
+            .map_err(|e| StoreError::Corrupt(format!("invalid log origin {origin:?}: {e}")))?;
+        let verifier_key = note_signer.verifier_key().to_string();
+        let mut conn = open_conn(&path)?;
+        let collector_id = {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version > SCHEMA_VERSION {
+                return Err(StoreError::Corrupt(format!(
+                    "schema version {version} is newer than this collector ({SCHEMA_VERSION})"
+                )));
+            }
+            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            tx.execute(
+                "INSERT OR IGNORE INTO devices (key, kind, user, device_name, enrolled_ms)
+                 VALUES (?1, 'collector', 'sessiontrail-collector', 'collector', ?2)",
+                params![&collector_key.0[..], crate::now_ms()],
+            )?;
+            let id: i64 = tx.query_row(
+                "SELECT id FROM devices WHERE key = ?1",
+                [&collector_key.0[..]],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            id
+        };
+        // WAL checkpoints (copying the log back into the database) run on
+        // their own thread, off the writer's critical path.
+        let checkpointer = open_conn(&path)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let wal = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || wal_checkpoint_loop(checkpointer, stopped))?;
+        let (tx, rx) = sync_channel::<Job>(opts.queue.max(1));
+        let ctx = WriterCtx {
+            seed,
+            collector_id,
+            note_signer,
+        };
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, ctx))?;
+        Ok(SqliteStore {
+            path,
+            queue: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            wal: Mutex::new(Some((stop, wal))),
+            readers: Mutex::new(Vec::new()),
+            collector_key,
+            verifier_key,
+        })
+    }
+
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let conn = lock(&self.readers).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = open_conn(&self.path)?;
+                c.execute_batch("PRAGMA query_only = ON")?;
+                c
+            }
+        };
+        let r = f(&conn);
+        let mut pool = lock(&self.readers);
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        r
+    }
+
+    /// Runs `f` in the writer's transaction and returns after the commit.
+    /// With `wait == false` a full queue fails at once with `Busy`.
+    fn write<R: Send + 'static>(
+        &self,
+        wait: bool,
+        f: impl FnOnce(&Transaction<'_>, &WriterCtx) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (reply, answer) = sync_channel::<Result<R, StoreError>>(1);
+        let job: Job = Box::new(move |tx, ctx| match f(tx, ctx) {
+            Ok(r) => Done {
+                rollback: false,
+                finish: Box::new(move |commit| {
+                    let _ = reply.send(commit.map(|()| r));
+                }),
+            },
+            Err(e) => Done {
+                rollback: true,
+                finish: Box::new(move |_| {
+                    let _ = reply.send(Err(e));
+                }),
+            },
+        });
+        let sender = lock(&self.queue).clone().ok_or(StoreError::Closed)?;
+        if wait {
+            sender.send(job).map_err(|_| StoreError::Closed)?;
+        } else {
+            sender.try_send(job).map_err(|e| match e {
+                TrySendError::Full(_) => StoreError::Busy,
+                TrySendError::Disconnected(_) => StoreError::Closed,
+            })?;
+        }
+        drop(sender);
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what is queued and exit.
+        lock(&self.queue).take();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+        if let Some((stop, h)) = lock(&self.wal).take() {
+            drop(stop);
+            let _ = h.join();
+        }
+    }
+}
+
+/// Checkpoints the WAL every 200 ms (PASSIVE: never blocks the writer),
+/// and once more when the store closes.
+fn wal_checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let last = !matches!(
+            stop.recv_timeout(std::time::Duration::from_millis(200)),
+            Err(RecvTimeoutError::Timeout)
+        );
+        let mode = if last { "TRUNCATE" } else { "PASSIVE" };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot begin a write transaction");
+                // Dropping the jobs drops their reply channels: callers see
+                // `Closed` and answer 503; nothing was stored.
+                continue;
+            }
+        };
+        let mut finishers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+                tracing::error!(error = %e, "savepoint failed");
+                continue;
+            }
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&tx, &ctx)));
+            let rollback = done.as_ref().map_or(true, |d| d.rollback);
+            let end = if rollback {
+                "ROLLBACK TO job; RELEASE job"
+            } else {
+                "RELEASE job"
+            };
+            if let Err(e) = tx.execute_batch(end) {
+                tracing::error!(error = %e, "ending a savepoint failed");
+            }
+            match done {
+                Ok(d) => finishers.push(d.finish),
+                Err(_) => tracing::error!("a store write job panicked; it was rolled back"),
+            }
+        }
+        let committed = tx.commit().map_err(StoreError::from);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "commit failed");
+        }
+        for finish in finishers {
+            finish(committed.clone());
+        }
+    }
+}
+
+fn blob32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
+}
+
+fn next_leaf(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM events")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// The Merkle log's nodes in `tlog_nodes`, written inside the transaction
+/// that stores the records they cover.
+struct TxNodes<'a>(&'a Connection);
+
+impl NodeStore for TxNodes<'_> {
+    type Error = rusqlite::Error;
+
+    fn get(&self, level: u8, index: u64) -> Result<Option<Hash>, rusqlite::Error> {
+        let h: Option<Vec<u8>> = self
+            .0
+            .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")?
+            .query_row(params![level, index as i64], |r| r.get(0))
+            .optional()?;
+        Ok(h.and_then(|h| Hash::try_from(h).ok()))
+    }
+
+    fn put(&mut self, level: u8, index: u64, hash: Hash) -> Result<(), rusqlite::Error> {
+        self.0
+            .prepare_cached(
+                "INSERT OR REPLACE INTO tlog_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![level, index as i64, &hash[..]])?;
+        Ok(())
+    }
+}
+
+/// Appends the records (leaves `first..`) to the Merkle log. The log's size
+/// is the number of stored records, committed in the same transaction.
+fn log_append(tx: &Transaction<'_>, first: i64, leaves: &[Hash]) -> Result<(), StoreError> {
+    let mut tree = Tree::open(TxNodes(tx), first as u64)
+        .map_err(|e| StoreError::Corrupt(format!("evidence log: {e}")))?;
+    tree.append_batch(leaves)
+        .map_err(|e| StoreError::Db(format!("evidence log append: {e}")))?;
+    Ok(())
+}
+
+/// The Merkle log over everything stored, at its committed size.
+fn log_tree(conn: &Connection) -> Result<Tree<TxNodes<'_>>, StoreError> {
+    let size = next_leaf(conn)?;
+    Tree::open(TxNodes(conn), size as u64)
+        .map_err(|e| StoreError::Corrupt(format!("evidence log: {e}")))
+}
+
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, i64, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn finish_checkpoint(
+    row: Option<(i64, Vec<u8>, i64, String)>,
+) -> Result<Option<SignedCheckpoint>, StoreError> {
+    let Some((size, root, signed_ms, note)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(SignedCheckpoint {
+        tree_size: size as u64,
+        root_hash: sessiontrail_tlog::hash_to_base64(&blob32(root, "checkpoint root")?),
+        signed_ms,
+        note,
+    }))
+}
+
+const LATEST_CHECKPOINT: &str =
+    "SELECT tree_size, root_hash, signed_ms, note FROM checkpoints ORDER BY tree_size DESC LIMIT 1";
+
+/// Signs a checkpoint of the log as committed, unless the latest one
+/// already covers it.
+fn checkpoint_tx(
+    tx: &Transaction<'_>,
+    ctx: &WriterCtx,
+    now_ms: i64,
+) -> Result<Option<SignedCheckpoint>, StoreError> {
+    let latest = finish_checkpoint(
+        tx.query_row(LATEST_CHECKPOINT, [], checkpoint_row)
+            .optional()?,
+    )?;
+    let tree = log_tree(tx)?;
+    if tree.size() == 0 || latest.as_ref().is_some_and(|c| c.tree_size >= tree.size()) {
+        return Ok(latest);
+    }
+    let root = tree.root();
+    let note = Checkpoint::new(ctx.note_signer.name(), tree.size(), root)
+        .sign(&ctx.note_signer)
+        .map_err(|e| StoreError::Corrupt(format!("cannot sign a checkpoint: {e}")))?;
+    tx.execute(
+        "INSERT INTO checkpoints (tree_size, root_hash, signed_ms, note) VALUES (?1, ?2, ?3, ?4)",
+        params![tree.size() as i64, &root[..], now_ms, note],
+    )?;
+    Ok(Some(SignedCheckpoint {
+        tree_size: tree.size(),
+        root_hash: sessiontrail_tlog::hash_to_base64(&root),
+        signed_ms: now_ms,
+        note,
+    }))
+}
+
+/// Appends one record to the events table (and so to the evidence log).
+fn insert_event(
+    tx: &Transaction<'_>,
+    device_id: i64,
+    ev: &SignedEvent,
+    hash: &Hash,
+    index: Option<&IndexFields>,
+    received_ms: i64,
+    leaf: i64,
+) -> Result<(), StoreError> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO events (leaf_index, device_id, seq, hash, prev_hash, time_ms, received_ms,
+            record, body_ok, user, app, action, rules, severity, tags, response, url, target,
+            session, tab, trusted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+            ?18, ?19, ?20, ?21)",
+    )?;
+    let i = index;
+    st.execute(params![
+        leaf,
+        device_id,
+        ev.seq() as i64,
+        &hash[..],
+        &ev.prev_hash()[..],
+        ev.time_ms(),
+        received_ms,
+        ev.as_bytes(),
+        i.is_some(),
+        i.map(|i| &i.user),
+        i.map(|i| &i.app),
+        i.map(|i| i.action),
+        i.map(|i| &i.rules),
+        i.and_then(|i| i.severity),
+        i.map(|i| &i.tags),
+        i.map(|i| i.response),
+        i.map(|i| &i.url),
+        i.and_then(|i| i.target.as_ref()),
+        i.map(|i| &i.session),
+        i.map(|i| &i.tab),
+        i.map(|i| i.trusted),
+    ])?;
+    Ok(())
+}
+
+/// Signs `action` on the collector's own chain and records it, inside `tx`.
+fn append_audit(
+    tx: &Transaction<'_>,
+    ctx: &WriterCtx,
+    action: &AdminAction,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let (seq, tip): (i64, Option<Vec<u8>>) = tx.query_row(
+        "SELECT high_water, tip_hash FROM devices WHERE id = ?1",
+        [ctx.collector_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let hash = match tip {
+        Some(t) => blob32(t, "collector tip hash")?,
+        None => ZERO_HASH,
+    };
+    let mut signer = DeviceSigner::new(
+        &ctx.seed,
+        ChainTip {
+            seq: seq as u64,
+            hash,
+        },
+    );
+    let body = action.body();
+    let ev = signer.sign(now_ms, &body);
+    let leaf = next_leaf(tx)?;
+    let hashes = RecordHashes::of(&ev);
+    insert_event(
+        tx,
+        ctx.collector_id,
+        &ev,
+        &hashes.record,
+        Some(&IndexFields::from_body(&body)),
+        now_ms,
+        leaf,
+    )?;
+    log_append(tx, leaf, &[hashes.leaf])?;
+    tx.execute(
+        "UPDATE devices SET high_water = ?1, tip_hash = ?2 WHERE id = ?3",
+        params![ev.seq() as i64, &hashes.record[..], ctx.collector_id],
+    )?;
+    tx.execute(
+        "INSERT INTO admin_audit (at_ms, actor, action, subject, details, leaf_index)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            now_ms,
+            action.actor,
+            action.action,
+            action.subject,
+            action.details.to_string(),
+            leaf
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_token(
+    tx: &Transaction<'_>,
+    t: &NewToken,
+    device_id: Option<i64>,
+    created_by: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO tokens (id, secret_hash, role, created_ms, created_by, expires_ms,
+            max_uses, group_name, device_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            t.id,
+            &t.secret_hash[..],
+            t.role.as_str(),
+            now_ms,
+            created_by,
+            t.expires_ms,
+            t.max_uses.map(|u| u as i64),
+            t.group,
+            device_id
+        ],
+    )?;
+    Ok(())
+}
+
+const DEVICE_COLS: &str = "id, key, user, device_name, enrolled_ms, revoked_ms, enroll_token_id,
+    claims, high_water";
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Device, Vec<u8>, String)> {
+    let key: Vec<u8> = r.get(1)?;
+    let claims: String = r.get(7)?;
+    Ok((
+        Device {
+            id: r.get(0)?,
+            key: DeviceKey([0; 32]),
+            user: r.get(2)?,
+            device_name: r.get(3)?,
+            enrolled_ms: r.get(4)?,
+            revoked_ms: r.get(5)?,
+            enroll_token_id: r.get(6)?,
+            claims: serde_json::Value::Null,
+            high_water: r.get::<_, i64>(8)? as u64,
+        },
+        key,
+        claims,
+    ))
+}
+
+fn finish_device(row: Option<(Device, Vec<u8>, String)>) -> Result<Option<Device>, StoreError> {
+    let Some((mut d, key, claims)) = row else {
+        return Ok(None);
+    };
+    d.key = DeviceKey(blob32(key, "device key")?);
+    d.claims = serde_json::from_str(&claims)
+        .map_err(|e| StoreError::Corrupt(format!("device claims: {e}")))?;
+    Ok(Some(d))
+}
+
+fn query_device(
+    conn: &Connection,
+    where_: &str,
+    arg: &dyn rusqlite::ToSql,
+) -> Result<Option<Device>, StoreError> {
+    let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE {where_}");
+    let row = conn
+        .prepare_cached(&sql)?
+        .query_row([arg], device_row)
+        .optional()?;
+    finish_device(row)
+}
+
+/// The stored chain of one device, read inside the write transaction.
+struct TxChain<'a> {
+    tx: &'a Transaction<'a>,
+    device_id: i64,
+    high_water: u64,
+    error: RefCell<Option<rusqlite::Error>>,
+}
+
+impl TxChain<'_> {
+    fn lookup(&self, seq: u64) -> rusqlite::Result<Option<(Hash, Hash)>> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT hash, prev_hash FROM events WHERE device_id = ?1 AND seq = ?2",
+        )?;
+        st.query_row(params![self.device_id, seq as i64], |r| {
+            let h: Vec<u8> = r.get(0)?;
+            let p: Vec<u8> = r.get(1)?;
+            Ok((h, p))
+        })
+        .optional()
+        .map(|o| o.and_then(|(h, p)| Some((<Hash>::try_from(h).ok()?, <Hash>::try_from(p).ok()?))))
+    }
+}
+
+impl StoredChain for TxChain<'_> {
+    fn stored(&self, seq: u64) -> Option<(Hash, Hash)> {
+        // Nothing is stored above the high-water mark: skip the read.
+        if seq == 0 || seq > self.high_water || seq > i64::MAX as u64 {
+            return None;
+        }
+        match self.lookup(seq) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    fn high_water(&self) -> u64 {
+        self.high_water
+    }
+}
+
+fn ingest_tx(
+    tx: &Transaction<'_>,
+    device_id: i64,
+    batch: &VerifiedBatch,
+    received_ms: i64,
+) -> Result<Result<IngestOutcome, IngestRefusal>, StoreError> {
+    let row: Option<(i64, Option<i64>, String)> = tx
+        .prepare_cached("SELECT high_water, revoked_ms, kind FROM devices WHERE id = ?1")?
+        .query_row([device_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((high_water, revoked, kind)) = row else {
+        return Ok(Err(IngestRefusal::UnknownDevice));
+    };
+    if revoked.is_some() {
+        return Ok(Err(IngestRefusal::Revoked));
+    }
+    if kind != "agent" {
+        // The collector's own chain is written only by the collector.
+        return Ok(Err(IngestRefusal::UnknownDevice));
+    }
+    let chain = TxChain {
+        tx,
+        device_id,
+        high_water: high_water as u64,
+        error: RefCell::new(None),
+    };
+    let plan = ingest::plan(batch, &chain);
+    if let Some(e) = chain.error.take() {
+        return Err(e.into());
+    }
+    let mut tip: Option<(u64, Hash)> = None;
+    let first_leaf = next_leaf(tx)?;
+    let mut leaves: Vec<Hash> = Vec::with_capacity(plan.accept.len());
+    for (leaf, &i) in (first_leaf..).zip(&plan.accept) {
+        let r = &batch.records[i];
+        let (Ok(ev), Some(h)) = (&r.record, &r.hashes) else {
+            return Err(StoreError::Corrupt("planned an unverified record".into()));
+        };
+        insert_event(
+            tx,
+            device_id,
+            ev,
+            &h.record,
+            r.index.as_ref(),
+            received_ms,
+            leaf,
+        )?;
+        leaves.push(h.leaf);
+        if ev.seq() == plan.high_water {
+            tip = Some((ev.seq(), h.record));
+        }
+    }
+    log_append(tx, first_leaf, &leaves)?;
+    for g in &plan.new_gaps {
+        tx.prepare_cached(
+            "INSERT INTO gaps (device_id, first_seq, last_seq, detected_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            device_id,
+            g.first_seq as i64,
+            g.last_seq as i64,
+            received_ms
+        ])?;
+    }
+    for &s in &plan.fills {
+        tx.prepare_cached(
+            "UPDATE gaps SET filled = filled + 1,
+                closed_ms = CASE WHEN filled + 1 = last_seq - first_seq + 1 THEN ?3 END
+             WHERE device_id = ?1 AND first_seq <= ?2 AND last_seq >= ?2 AND closed_ms IS NULL",
+        )?
+        .execute(params![device_id, s as i64, received_ms])?;
+    }
+    if let Some((seq, hash)) = tip {
+        tx.prepare_cached("UPDATE devices SET high_water = ?1, tip_hash = ?2 WHERE id = ?3")?
+            .execute(params![seq as i64, &hash[..], device_id])?;
+    }
+    Ok(Ok(IngestOutcome {
+        accepted: plan.accept.len() as u64,
+        duplicates: plan.duplicates,
+        rejected: plan.rejected,
+        gaps: plan.new_gaps,
+        reordered: plan.reordered,
+        high_water: plan.high_water,
+    }))
+}
+
+fn enroll_tx(
+    tx: &Transaction<'_>,
+    ctx: &WriterCtx,
+    e: &Enrollment,
+) -> Result<Result<Device, EnrollRefusal>, StoreError> {
+    let Some(token) = read_token(tx, &e.token_id)? else {
+        return Ok(Err(EnrollRefusal::UnknownToken));
+    };
+    if token.role != Role::Enroll
+        || !crate::auth::hash_matches(&token.secret_hash, &e.presented_hash)
+        || token.revoked_ms.is_some()
+    {
+        return Ok(Err(EnrollRefusal::UnknownToken));
+    }
+    if token.expires_ms.is_some_and(|x| x <= e.now_ms) {
+        return Ok(Err(EnrollRefusal::Expired));
+    }
+    if token.max_uses.is_some_and(|m| token.uses >= m) {
+        return Ok(Err(EnrollRefusal::UsedUp));
+    }
+    if query_device(tx, "key = ?1", &&e.device_key.0[..])?.is_some() {
+        return Ok(Err(EnrollRefusal::AlreadyEnrolled));
+    }
+    tx.execute(
+        "UPDATE tokens SET uses = uses + 1 WHERE id = ?1",
+        [&e.token_id],
+    )?;
+    tx.execute(
+        "INSERT INTO devices (key, kind, user, device_name, enrolled_ms, enroll_token_id, claims)
+         VALUES (?1, 'agent', ?2, ?3, ?4, ?5, ?6)",
+        params![
+            &e.device_key.0[..],
+            e.user,
+            e.device_name,
+            e.now_ms,
+            e.token_id,
+            e.claims.to_string()
+        ],
+    )?;
+    let device_id = tx.last_insert_rowid();
+    let actor = format!("enroll-token:{}", e.token_id);
+    insert_token(tx, &e.credential, Some(device_id), &actor, e.now_ms)?;
+    append_audit(
+        tx,
+        ctx,
+        &AdminAction {
+            action: "device.enroll",
+            actor,
+            subject: e.device_key.to_hex(),
+            details: serde_json::json!({
+                "user": e.user,
+                "device_name": e.device_name,
+                "group": token.group,
+                "credential_id": e.credential.id,
+            }),
+        },
+        e.now_ms,
+    )?;
+    query_device(tx, "id = ?1", &device_id)?
+        .map(Ok)
+        .ok_or_else(|| StoreError::Corrupt("enrolled device vanished".into()))
+}
+
+fn read_token(conn: &Connection, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+    type Row = (
+        String,
+        Vec<u8>,
+        String,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        i64,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT id, secret_hash, role, created_ms, expires_ms, max_uses, uses, group_name,
+                device_id, revoked_ms FROM tokens WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, hash, role, created_ms, expires_ms, max_uses, uses, group, device_id, revoked)) =
+        row
+    else {
+        return Ok(None);
+    };
+    Ok(Some(TokenRecord {
+        id,
+        secret_hash: blob32(hash, "token hash")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown role {role:?}")))?,
+        created_ms,
+        expires_ms,
+        max_uses: max_uses.map(|m| m.max(0) as u64),
+        uses: uses.max(0) as u64,
+        group,
+        device_id,
+        revoked_ms: revoked,
+    }))
+}
+
+impl Store for SqliteStore {
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let (pages, page_size, log_size) = self.read(|c| {
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let log: i64 = c.query_row(
+                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM events",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((pages, size, log))
+        })?;
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        Ok(StoreStats {
+            size_bytes: (pages.max(0) as u64) * (page_size.max(0) as u64) + wal_bytes,
+            log_size: log_size.max(0) as u64,
+        })
+    }
+
+    fn collector_key(&self) -> DeviceKey {
+        self.collector_key
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.read(|c| read_token(c, id))
+    }
+
+    fn log_verifier_key(&self) -> String {
+        self.verifier_key.clone()
+    }
+
+    fn checkpoint(&self, now_ms: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        self.write(true, move |tx, ctx| checkpoint_tx(tx, ctx, now_ms))
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
+        self.read(|c| {
+            finish_checkpoint(
+                c.query_row(LATEST_CHECKPOINT, [], checkpoint_row)
+                    .optional()?,
+            )
+        })
+    }
+
+    fn inclusion_proof(&self, leaf: u64, size: u64) -> Result<Option<Vec<Hash>>, StoreError> {
+        self.read(|c| {
+            let tree = log_tree(c)?;
+            if leaf >= size || size > tree.size() {
+                return Ok(None);
+            }
+            tree.inclusion_proof(leaf, size)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("evidence log: {e}")))
+        })
+    }
+
+    fn create_token(&self, token: NewToken, actor: &Actor) -> Result<(), StoreError> {
+        let actor = actor.0.clone();
+        self.write(true, move |tx, ctx| {
+            let now = crate::now_ms();
+            insert_token(tx, &token, None, &actor, now)?;
+            append_audit(
+                tx,
+                ctx,
+                &AdminAction {
+                    action: "token.create",
+                    actor,
+                    subject: token.id.clone(),
+                    details: serde_json::json!({
+                        "role": token.role.as_str(),
+                        "expires_ms": token.expires_ms,
+                        "max_uses": token.max_uses,
+                        "group": token.group,
+                    }),
+                },
+                now,
+            )
+        })
+    }
+
+    fn device(&self, key: &DeviceKey) -> Result<Option<Device>, StoreError> {
+        self.read(|c| query_device(c, "key = ?1", &&key.0[..]))
+    }
+
+    fn device_by_id(&self, id: i64) -> Result<Option<Device>, StoreError> {
+        self.read(|c| query_device(c, "id = ?1", &id))
+    }
+
+    fn enroll(&self, e: Enrollment) -> Result<Result<Device, EnrollRefusal>, StoreError> {
+        self.write(true, move |tx, ctx| enroll_tx(tx, ctx, &e))
+    }
+
+    fn revoke_device(
+        &self,
+        key: &DeviceKey,
+        now_ms: i64,
+        actor: &Actor,
+    ) -> Result<Option<Device>, StoreError> {
+        let key = *key;
+        let actor = actor.0.clone();
+        self.write(true, move |tx, ctx| {
+            let Some(d) = query_device(tx, "key = ?1 AND kind = 'agent'", &&key.0[..])? else {
+                return Ok(None);
+            };
+            if d.revoked_ms.is_some() {
+                return Ok(Some(d));
+            }
+            tx.execute(
+                "UPDATE devices SET revoked_ms = ?1 WHERE id = ?2",
+                params![now_ms, d.id],
+            )?;
+            let creds = tx.execute(
+                "UPDATE tokens SET revoked_ms = ?1 WHERE device_id = ?2 AND revoked_ms IS NULL",
+                params![now_ms, d.id],
+            )?;
+            append_audit(
+                tx,
+                ctx,
+                &AdminAction {
+                    action: "device.revoke",
+                    actor,
+                    subject: key.to_hex(),
+                    details: serde_json::json!({
+                        "user": d.user,
+                        "device_name": d.device_name,
+                        "high_water": d.high_water,
+                        "credentials_revoked": creds,
+                    }),
+                },
+                now_ms,
+            )?;
+            Ok(Some(Device {
+                revoked_ms: Some(now_ms),
+                ..d
+            }))
+        })
+    }
+
+    fn ingest(
+        &self,
+        device_id: i64,
+        batch: VerifiedBatch,
+        received_ms: i64,
+    ) -> Result<Result<IngestOutcome, IngestRefusal>, StoreError> {
+        self.write(false, move |tx, _| {
+            ingest_tx(tx, device_id, &batch, received_ms)
+        })
+    }
+
+    fn records(
+        &self,
+        key: &DeviceKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT e.seq, e.record FROM events e JOIN devices d ON d.id = e.device_id
+                 WHERE d.key = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
+            )?;
+            let rows = st.query_map(
+                params![&key.0[..], after.min(i64::MAX as u64) as i64, limit as i64],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn gaps(&self, key: &DeviceKey) -> Result<Vec<Gap>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT g.first_seq, g.last_seq, g.detected_ms, g.filled, g.closed_ms
+                 FROM gaps g JOIN devices d ON d.id = g.device_id
+                 WHERE d.key = ?1 ORDER BY g.id",
+            )?;
+            let rows = st.query_map([&key.0[..]], |r| {
+                Ok(Gap {
+                    first_seq: r.get::<_, i64>(0)? as u64,
+                    last_seq: r.get::<_, i64>(1)? as u64,
+                    detected_ms: r.get(2)?,
+                    filled: r.get::<_, i64>(3)? as u64,
+                    closed_ms: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn audit_trail(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT at_ms, actor, action, subject, details, leaf_index FROM admin_audit
+                 ORDER BY id LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit as i64], |r| {
+                let details: String = r.get(4)?;
+                Ok(AuditEntry {
+                    at_ms: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    subject: r.get(3)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                    leaf_index: r.get::<_, i64>(5)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
