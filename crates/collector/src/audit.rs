@@ -8,18 +8,11 @@
 //! one evidence format: an offline verifier checks admin actions exactly like
 //! device events.
 //!
-//! The core has no dedicated event kind for admin actions yet, so the body
-//! uses `policy_applied` (an admin action changes the collector's policy)
-//! with `policy_hash` = hex SHA-256 of the canonical action JSON, `app` =
-//! `sessiontrail-collector`, `url` = `sessiontrail-admin:<action>`, and the
-//! action, subject and details as clear fields.
-
-use std::collections::BTreeMap;
+//! The body is an `admin_action` event with `app` = `sessiontrail-collector`
+//! and `url` = `sessiontrail-admin:<action>`.
 
 use serde::Serialize;
-use sessiontrail_core::event::FieldValue;
 use sessiontrail_core::{Decision, EventBody, EventKind};
-use sha2::{Digest, Sha256};
 
 /// The `app` of every collector-signed record.
 pub const COLLECTOR_APP: &str = "sessiontrail-collector";
@@ -40,25 +33,18 @@ pub struct AdminAction {
 impl AdminAction {
     /// The signed body describing this action.
     pub fn body(&self) -> EventBody {
-        // serde_json keeps object keys sorted (no `preserve_order`), so this
-        // is canonical for a given action.
-        let canonical = serde_json::to_string(self).unwrap_or_default();
-        let mut fields = BTreeMap::new();
-        fields.insert("action".into(), FieldValue::Clear(self.action.into()));
-        fields.insert("subject".into(), FieldValue::Clear(self.subject.clone()));
-        fields.insert(
-            "details".into(),
-            FieldValue::Clear(self.details.to_string()),
-        );
         let mut body = EventBody::lifecycle(
-            EventKind::PolicyApplied {
-                policy_hash: hex::encode(Sha256::digest(canonical.as_bytes())),
+            EventKind::AdminAction {
+                action: self.action.into(),
+                subject: self.subject.clone(),
+                // serde_json keeps object keys sorted (no `preserve_order`),
+                // so this is canonical for a given action.
+                details: self.details.to_string(),
             },
             &self.actor,
             COLLECTOR_APP,
         );
         body.url = format!("sessiontrail-admin:{}", self.action);
-        body.fields = fields;
         body.decision = Decision {
             reason: format!("{} {} by {}", self.action, self.subject, self.actor),
             ..Decision::default()

@@ -129,10 +129,11 @@ pub enum ActionKind {
     RulePackApplied,
     Gap,
     ResponseResolved,
+    AdminAction,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 21] = [
+    pub const ALL: [ActionKind; 22] = [
         ActionKind::PageLoad,
         ActionKind::RouteChange,
         ActionKind::TabClose,
@@ -154,6 +155,7 @@ impl ActionKind {
         ActionKind::RulePackApplied,
         ActionKind::Gap,
         ActionKind::ResponseResolved,
+        ActionKind::AdminAction,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -179,6 +181,7 @@ impl ActionKind {
             ActionKind::RulePackApplied => "rule_pack_applied",
             ActionKind::Gap => "gap",
             ActionKind::ResponseResolved => "response_resolved",
+            ActionKind::AdminAction => "admin_action",
         }
     }
 
@@ -295,6 +298,18 @@ pub enum EventKind {
         /// The business reason typed for `justify`.
         justification: Option<String>,
     },
+
+    /// An administrative action taken on the collector (token created,
+    /// device enrolled or revoked, rule pack published), signed by the
+    /// collector's own key so admin actions are evidence like any event.
+    AdminAction {
+        /// Dotted name: `token.create`, `device.revoke`, …
+        action: String,
+        /// What the action is about (a device key, a token id, a pack).
+        subject: String,
+        /// Action-specific facts as canonical JSON; never secrets.
+        details: String,
+    },
 }
 
 impl EventKind {
@@ -321,6 +336,7 @@ impl EventKind {
             EventKind::RulePackApplied { .. } => ActionKind::RulePackApplied,
             EventKind::Gap { .. } => ActionKind::Gap,
             EventKind::ResponseResolved { .. } => ActionKind::ResponseResolved,
+            EventKind::AdminAction { .. } => ActionKind::AdminAction,
         }
     }
 }

@@ -158,6 +158,11 @@ pub fn default_kind(k: ActionKind) -> EventKind {
             outcome: Outcome::Allowed,
             justification: None,
         },
+        ActionKind::AdminAction => EventKind::AdminAction {
+            action: String::new(),
+            subject: String::new(),
+            details: String::new(),
+        },
     }
 }
 

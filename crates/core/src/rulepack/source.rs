@@ -651,7 +651,7 @@ response = "deny"
         assert_eq!(
             errors(src),
             vec![
-                "p.toml:14:21: unknown action kind \"clik\" (expected one of: page_load, route_change, tab_close, click, submit, input, copy, cut, paste, download, upload, print, login, logout, idle, terminated, agent_started, policy_applied, rule_pack_applied, gap, response_resolved)",
+                "p.toml:14:21: unknown action kind \"clik\" (expected one of: page_load, route_change, tab_close, click, submit, input, copy, cut, paste, download, upload, print, login, logout, idle, terminated, agent_started, policy_applied, rule_pack_applied, gap, response_resolved, admin_action)",
                 "p.toml:15:8: bad path glob \"crm/**\": a path pattern must start with `/` or `*`",
                 "p.toml:17:23: unknown compliance framework \"fedramp\" in tag \"fedramp:AC-2\" (known: soc2, sox, hipaa, gdpr, pci, iso27001, nist)",
                 "p.toml:17:39: tag \"nocolon\" must look like framework:control, e.g. soc2:CC6.1",
