@@ -9,9 +9,99 @@ use crate::{Result, step};
 pub fn all() -> Result {
     println!("==> checking tools");
     wasm_target()?;
+    wasm_pack()?;
+    wasm_bindgen_cli()?;
     node()?;
+    npm_packages()?;
+    chromium()?;
     Ok(())
 }
+
+/// The `wasm-bindgen = "=x.y.z"` pin from the workspace manifest: the CLI
+/// must be exactly this version or the glue and the module disagree.
+pub fn pinned_wasm_bindgen() -> Result<String> {
+    let manifest = std::fs::read_to_string(crate::root().join("Cargo.toml"))
+        .map_err(|e| format!("reading Cargo.toml: {e}"))?;
+    manifest
+        .lines()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("wasm-bindgen")?.trim_start();
+            let rest = rest.strip_prefix('=')?.trim_start().strip_prefix("\"=")?;
+            Some(rest.split('"').next()?.to_owned())
+        })
+        .ok_or_else(|| "no `wasm-bindgen = \"=x.y.z\"` pin in Cargo.toml".into())
+}
+
+fn cargo_install(name: &str, args: &[&str]) -> Result {
+    step(
+        &format!("installing {name} (cargo install)"),
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .arg("install")
+            .args(args),
+    )
+}
+
+fn wasm_pack() -> Result {
+    if quiet_ok(Command::new("wasm-pack").arg("--version")) {
+        println!("    wasm-pack: present");
+        return Ok(());
+    }
+    cargo_install("wasm-pack", &["wasm-pack"])
+}
+
+fn wasm_bindgen_cli() -> Result {
+    let want = pinned_wasm_bindgen()?;
+    let have = output(Command::new("wasm-bindgen").arg("--version"));
+    if have.split_whitespace().nth(1) == Some(want.as_str()) {
+        println!("    wasm-bindgen-cli {want}: present");
+        return Ok(());
+    }
+    // Not --locked: a locked dependency of the CLI was once missing from the
+    // registry mirror here, and the unlocked build works.
+    cargo_install(
+        &format!("wasm-bindgen-cli {want}"),
+        &["wasm-bindgen-cli", "--version", &want, "--force"],
+    )
+}
+
+/// npm packages exactly as the committed lockfile says.
+fn npm_packages() -> Result {
+    let root = crate::root();
+    let lock = root.join("package-lock.json");
+    let installed = root.join("node_modules/.package-lock.json");
+    let fresh = match (std::fs::metadata(&lock), std::fs::metadata(&installed)) {
+        (Ok(l), Ok(i)) => match (l.modified(), i.modified()) {
+            (Ok(l), Ok(i)) => i >= l,
+            _ => false,
+        },
+        _ => false,
+    };
+    if fresh {
+        println!("    npm packages: present (node_modules matches package-lock.json)");
+        return Ok(());
+    }
+    step(
+        "installing npm packages from package-lock.json (npm ci)",
+        Command::new("npm")
+            .current_dir(&root)
+            .args(["ci", "--no-audit", "--no-fund"]),
+    )
+}
+
+/// Debian's chromium: the browser tests drive it with playwright-core
+/// (browser downloads are not possible here, and not wanted).
+fn chromium() -> Result {
+    if std::path::Path::new(CHROMIUM).exists() {
+        println!("    chromium: present ({CHROMIUM})");
+        return Ok(());
+    }
+    apt(
+        &["chromium"],
+        "the browser tests need Chromium at /usr/bin/chromium",
+    )
+}
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn quiet_ok(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
