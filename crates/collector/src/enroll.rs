@@ -28,18 +28,15 @@ use crate::state::AppState;
 use crate::store::{EnrollRefusal, Enrollment, Role};
 
 /// The domain-separation prefix of the enrollment proof.
-pub const PROOF_DOMAIN: &[u8] = b"sessiontrail.enroll.v1\0";
+pub use sessiontrail_core::keys::ENROLL_PROOF_DOMAIN as PROOF_DOMAIN;
 /// Largest JSON body of the small endpoints.
 const MAX_JSON_BYTES: usize = 64 * 1024;
 const MAX_CLAIM_LEN: usize = 256;
 
-/// The message a device signs to prove it holds its key.
+/// The message a device signs to prove it holds its key (defined by the
+/// core so the extension signs exactly what is checked here).
 pub fn proof_message(token: &str, key: &DeviceKey) -> Vec<u8> {
-    let mut m = Vec::with_capacity(PROOF_DOMAIN.len() + token.len() + 32);
-    m.extend_from_slice(PROOF_DOMAIN);
-    m.extend_from_slice(token.as_bytes());
-    m.extend_from_slice(&key.0);
-    m
+    sessiontrail_core::keys::enrollment_proof_message(token, key)
 }
 
 /// What a device states about itself. Extra keys are kept as claims.

@@ -89,3 +89,18 @@ impl<T: KeyDirectory + ?Sized> KeyDirectory for &T {
         (**self).status(key)
     }
 }
+
+/// Domain prefix of the enrollment proof (`POST /v1/enroll`).
+pub const ENROLL_PROOF_DOMAIN: &[u8] = b"sessiontrail.enroll.v1\0";
+
+/// The message a device signs at enrollment to prove it holds its key:
+/// `"sessiontrail.enroll.v1\0" || enrollment token || device public key`.
+/// The token binds the proof to one enrollment; the prefix keeps it from
+/// ever being mistaken for an event record or a rule pack.
+pub fn enrollment_proof_message(token: &str, key: &DeviceKey) -> Vec<u8> {
+    let mut m = Vec::with_capacity(ENROLL_PROOF_DOMAIN.len() + token.len() + 32);
+    m.extend_from_slice(ENROLL_PROOF_DOMAIN);
+    m.extend_from_slice(token.as_bytes());
+    m.extend_from_slice(&key.0);
+    m
+}

@@ -28,10 +28,12 @@
 //! - [`risk`]: session risk accumulation, decay and thresholds.
 //! - [`mask`]: keyed commitments for field values and PII in free text.
 //! - [`pipeline`]: observation → classified, masked event body.
+//! - [`guard`]: the compact table the content script holds actions with.
 
 pub mod batch;
 pub mod chain;
 pub mod event;
+pub mod guard;
 pub mod keys;
 pub mod mask;
 pub mod pipeline;

@@ -9,8 +9,7 @@ use crate::{Result, step};
 pub fn all() -> Result {
     println!("==> checking tools");
     wasm_target()?;
-    wasm_pack()?;
-    wasm_bindgen_cli()?;
+    wasm_tools()?;
     node()?;
     npm_packages()?;
     chromium()?;
@@ -41,8 +40,27 @@ fn cargo_install(name: &str, args: &[&str]) -> Result {
     )
 }
 
+/// Where `cargo install` puts `name`, falling back to PATH: a fresh
+/// machine's shell may not have `~/.cargo/bin` on PATH yet.
+pub fn cargo_bin(name: &str) -> std::path::PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")));
+    match home.map(|h| h.join("bin").join(name)) {
+        Some(p) if p.exists() => p,
+        _ => std::path::PathBuf::from(name),
+    }
+}
+
+/// wasm-pack, and a wasm-bindgen CLI of exactly the pinned version
+/// (wasm-pack cannot download one here; it uses the CLI on PATH).
+pub fn wasm_tools() -> Result {
+    wasm_pack()?;
+    wasm_bindgen_cli()
+}
+
 fn wasm_pack() -> Result {
-    if quiet_ok(Command::new("wasm-pack").arg("--version")) {
+    if quiet_ok(Command::new(cargo_bin("wasm-pack")).arg("--version")) {
         println!("    wasm-pack: present");
         return Ok(());
     }
@@ -51,7 +69,7 @@ fn wasm_pack() -> Result {
 
 fn wasm_bindgen_cli() -> Result {
     let want = pinned_wasm_bindgen()?;
-    let have = output(Command::new("wasm-bindgen").arg("--version"));
+    let have = output(Command::new(cargo_bin("wasm-bindgen")).arg("--version"));
     if have.split_whitespace().nth(1) == Some(want.as_str()) {
         println!("    wasm-bindgen-cli {want}: present");
         return Ok(());

@@ -6,6 +6,8 @@
 //! - `cargo xtask bench <suite> [--quick]`: benchmarks, JSON lines in
 //!   `target/bench/<suite>.json`.
 //! - `cargo xtask demo`: the main job on the embedded default store.
+//! - `cargo xtask package`: the extension staged in `target/extension/`, a
+//!   signed CRX and an update manifest in `target/dist/` (see `extension`).
 //!
 //! Only the standard library: xtask must build fast on a cold machine.
 
@@ -13,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod demo;
+mod extension;
 mod install;
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -22,8 +26,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
-        Some("demo") => demo(&args[1..]),
+        Some("demo") => demo::demo(&args[1..]),
         Some("install") => install::all(),
+        Some("package") => extension::package(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -31,7 +36,8 @@ fn main() -> ExitCode {
                  test             install what is missing, then fmt, clippy, every test\n  \
                  bench <suite>    run a benchmark suite (core) [--quick]\n  \
                  demo             run sessiontrail on the embedded default store\n  \
-                 install          only install the toolchain pieces and packages"
+                 install          only install the toolchain pieces and packages\n  \
+                 package          build the extension, a signed CRX and an update manifest [--codebase URL]"
             );
             return ExitCode::from(2);
         }
@@ -97,6 +103,20 @@ fn tests(name: &str, cmd: &mut Command) -> Result<Tally> {
             .map_while(std::result::Result::ok)
         {
             println!("{line}");
+            // node's TAP reporter closes with `# pass N` / `# fail N`.
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut words = rest.split_whitespace();
+                if let (Some(label @ ("pass" | "fail")), Some(n), None) =
+                    (words.next(), words.next(), words.next())
+                {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    if label == "pass" {
+                        tally.passed += n;
+                    } else {
+                        tally.failed += n;
+                    }
+                }
+            }
             if let Some(rest) = line.strip_prefix("test result: ") {
                 for part in rest.split(';') {
                     let mut words = part.split_whitespace().rev();
@@ -126,6 +146,14 @@ fn tests(name: &str, cmd: &mut Command) -> Result<Tally> {
         Err(format!("{name} failed ({status})"))
     }
 }
+
+/// The browser suites `cargo xtask test` runs, one at a time (they share
+/// the machine's managed-policy directory).
+const E2E_SUITES: &[&str] = &[
+    "tests/e2e/fixtures.test.mjs",
+    "tests/e2e/harness.test.mjs",
+    "tests/e2e/extension.test.mjs",
+];
 
 fn test(args: &[String]) -> Result {
     let started = Instant::now();
@@ -168,12 +196,26 @@ fn test(args: &[String]) -> Result {
         "fuzz targets build",
         cargo().args(["build", "--manifest-path", "fuzz/Cargo.toml", "--bins"]),
     )?;
+    // The extension: wasm module + staged target/extension (the browser
+    // suites load it from there).
+    extension::build_extension()?;
+    let browser = tests(
+        "end-to-end suites (node --test, real Chromium)",
+        Command::new("node")
+            .current_dir(root())
+            .args(["--test", "--test-reporter=tap", "--test-concurrency=1"])
+            .args(E2E_SUITES),
+    )?;
     println!(
         "\nxtask test: all steps passed in {:.0}s",
         started.elapsed().as_secs_f64()
     );
     // One closing line for the whole run, in the plain form CI reads.
-    println!("{} passed, {} failed", rust.passed, rust.failed);
+    println!(
+        "{} passed, {} failed",
+        rust.passed + browser.passed,
+        rust.failed + browser.failed
+    );
     Ok(())
 }
 
@@ -205,13 +247,4 @@ fn bench(args: &[String]) -> Result {
     let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     println!("\n{}:\n{text}", out.display());
     Ok(())
-}
-
-fn demo(_args: &[String]) -> Result {
-    Err(
-        "`cargo xtask demo` starts the collector on its embedded store; the collector \
-         (issue 3) has not landed yet, so there is nothing to run. Until then, \
-         `cargo xtask test` and `cargo xtask bench core` exercise the engine."
-            .into(),
-    )
 }
