@@ -217,27 +217,9 @@ describe('extension: capture, sign, ship, block', { skip, timeout: 240_000 }, ()
     await page.close();
   });
 
-  test('a `block` rule: the bulk export never reaches the server, and the refusal is evidence', async () => {
-    const { ctx, sw } = browser;
-    const page = await ctx.newPage();
-    await page.goto(fx.url('crm', '/crm/customers'));
-    fx.saas.reset({ state: false });
-    await page.locator('acme-toolbar button[data-action=export-all]').click();
-    const recs = await flushAndWait(
-      sw,
-      (rs) => rs.some((r) => r.body.kind.type === 'response_resolved' && r.body.kind.outcome === 'blocked'),
-      'the blocked export and its resolution accepted by the collector',
-    );
-    const click = recs.find((r) => r.body.kind.type === 'click' && r.body.classification.rules.includes('crm.customers.export_all'));
-    assert.ok(click, 'the click is recorded and classified');
-    assert.equal(click.body.decision.response, 'block');
-    const resolved = recs.find((r) => r.body.kind.type === 'response_resolved' && r.body.decision.action_id === click.body.decision.action_id);
-    assert.ok(resolved, 'the refusal is linked to the action');
-    await page.waitForTimeout(500);
-    assert.deepEqual(requestsMatching(fx.saas, { path: '/api/customers/export-all.csv' }), [], 'the server saw no export request');
-    await page.close();
-  });
-
+  // Justify runs before block: 20 then 40 points reach the step-up
+  // threshold (60) only in the block test, whose answer (block) is stronger
+  // anyway, so neither result hangs on how much risk decayed in between.
   test('`justify`: the typed reason becomes evidence, then the export goes through', async () => {
     const { ctx, sw } = browser;
     const page = await ctx.newPage();
@@ -249,7 +231,8 @@ describe('extension: capture, sign, ship, block', { skip, timeout: 240_000 }, ()
     await waitFor(() => sw.evaluate(() => Object.values(globalThis.sessiontrail.state.pending).some((p) => p.response === 'justify')), {
       message: 'the held export awaiting a reason',
     });
-    await page.waitForTimeout(200);
+    // The overlay's host matches :focus once its textbox took the focus.
+    await page.locator('sessiontrail-overlay:focus').waitFor({ state: 'attached' });
     assert.deepEqual(requestsMatching(fx.saas, { path: '/api/customers/export.csv' }), [], 'held: nothing sent yet');
     const reason = 'Quarterly review for the account team';
     await page.keyboard.type(reason);
@@ -268,6 +251,27 @@ describe('extension: capture, sign, ship, block', { skip, timeout: 240_000 }, ()
     const click = recs.find((r) => r.body.decision.action_id === resolved.body.decision.action_id && r.body.kind.type === 'click');
     assert.deepEqual(click.body.classification.rules, ['crm.customers.export_csv']);
     assert.equal(click.body.decision.response, 'justify');
+    await page.close();
+  });
+
+  test('a `block` rule: the bulk export never reaches the server, and the refusal is evidence', async () => {
+    const { ctx, sw } = browser;
+    const page = await ctx.newPage();
+    await page.goto(fx.url('crm', '/crm/customers'));
+    fx.saas.reset({ state: false });
+    await page.locator('acme-toolbar button[data-action=export-all]').click();
+    const recs = await flushAndWait(
+      sw,
+      (rs) => rs.some((r) => r.body.kind.type === 'response_resolved' && r.body.kind.outcome === 'blocked'),
+      'the blocked export and its resolution accepted by the collector',
+    );
+    const click = recs.find((r) => r.body.kind.type === 'click' && r.body.classification.rules.includes('crm.customers.export_all'));
+    assert.ok(click, 'the click is recorded and classified');
+    assert.equal(click.body.decision.response, 'block');
+    const resolved = recs.find((r) => r.body.kind.type === 'response_resolved' && r.body.decision.action_id === click.body.decision.action_id);
+    assert.ok(resolved, 'the refusal is linked to the action');
+    await page.waitForTimeout(500);
+    assert.deepEqual(requestsMatching(fx.saas, { path: '/api/customers/export-all.csv' }), [], 'the server saw no export request');
     await page.close();
   });
 

@@ -2,7 +2,10 @@
 //! signature verification of the same records on the same cores.
 //!
 //! `cargo bench -p sessiontrail-collector --bench ingest [-- --quick]`
-//! writes JSON lines to `target/bench/collector.json`:
+//! writes JSON lines to `target/bench/collector-inprocess.json` (a quick
+//! in-process look through the router, 4 devices; the benchmark of record
+//! is `cargo xtask bench collector`, a separate load-generator process
+//! with 1,000 devices, which writes `target/bench/collector.json`):
 //!
 //! - `ingest_events_per_s`: verify + chain + durable commit (fsync) +
 //!   index + Merkle log, through the router, several devices posting
@@ -231,7 +234,7 @@ fn main() {
     ];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut f = std::fs::File::create(dir.join("collector.json")).unwrap();
+    let mut f = std::fs::File::create(dir.join("collector-inprocess.json")).unwrap();
     for l in &lines {
         println!("{l}");
         writeln!(f, "{l}").unwrap();

@@ -11,6 +11,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, LogFormat, ServeArgs};
+
+pub mod http;
+pub mod rulepack;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Actor, Role, Store};
 
@@ -38,6 +41,24 @@ pub enum Command {
     EnrollToken {
         #[command(subcommand)]
         command: EnrollTokenCommand,
+    },
+    /// Make an admin key for signing rule packs (prints its public key).
+    Keygen(rulepack::KeygenArgs),
+    /// Rule packs: lint, test, sign, verify, publish.
+    Rulepack {
+        #[command(subcommand)]
+        command: rulepack::RulepackCommand,
+    },
+    /// Evidence bundles: export from a data directory, verify offline.
+    Evidence {
+        #[command(subcommand)]
+        command: crate::evidence::cli::EvidenceCommand,
+    },
+    /// Development helpers (seeding demo data).
+    #[command(hide = true)]
+    Dev {
+        #[command(subcommand)]
+        command: crate::evidence::cli::DevCommand,
     },
 }
 
@@ -147,6 +168,10 @@ fn create_enroll_token(
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Keygen(args) => return rulepack::keygen(args),
+        Command::Rulepack { command } => return rulepack::run(command),
+        Command::Evidence { command } => return crate::evidence::cli::run(command),
+        Command::Dev { command } => return crate::evidence::cli::run_dev(command),
         Command::Serve(args) => match Config::resolve(args) {
             Ok(cfg) => {
                 init_logging(cfg.log_format);

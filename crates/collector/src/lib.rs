@@ -54,15 +54,21 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod devseed;
 pub mod enroll;
 pub mod error;
+pub mod evidence;
 pub mod index;
 pub mod ingest;
 pub mod log;
 pub mod metrics;
+pub mod rulepacks;
+pub mod search;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod timeline;
+pub mod ui;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -90,6 +96,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/log/checkpoint", get(log::get_checkpoint))
         .route("/v1/log/key", get(log::get_key))
         .route("/v1/log/proof", get(log::get_proof))
+        .merge(rulepacks::routes())
+        .merge(search::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))

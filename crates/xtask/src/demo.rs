@@ -1,5 +1,5 @@
-//! `cargo xtask demo [--reuse] [--port N]`: sessiontrail on its embedded
-//! store with a demo tenant, until Ctrl-C.
+//! `cargo xtask demo [--reuse] [--port N] [--tour]`: sessiontrail on its
+//! embedded store with a demo tenant, until Ctrl-C.
 //!
 //! 1. builds the `sessiontrail` binary;
 //! 2. makes `target/demo/` afresh (or keeps it with `--reuse`): an admin
@@ -9,6 +9,16 @@
 //! 3. starts `sessiontrail serve` on 127.0.0.1:7878 (loopback, plain HTTP);
 //! 4. prints where the auditor UI is, the credentials and the managed-policy
 //!    values to paste, and waits.
+//!
+//! `--tour` also builds the extension, then, instead of waiting, runs
+//! `tools/tour.mjs`: headless Chromium with the extension under managed
+//! policy works through a scripted session on the fixture apps (routine
+//! work, `justify`, `step_up`, `block`, `terminate`); the tour prints the
+//! session's timeline URL, exports and verifies its evidence bundle
+//! (`target/demo/evidence-<session>.zip`) and writes
+//! `docs/images/timeline.png`. Then it stops everything it started (the
+//! browser, the fixtures, the collector) and exits, keeping `target/demo/`
+//! (`--reuse` serves it again). Needs root, as the browser suites do.
 //!
 //! Hooks for what lands later are marked `HOOK:` (the extension build and
 //! the fixture SaaS app). Only the standard library, like the rest of xtask.
@@ -95,9 +105,27 @@ fn wait_healthy(addr: SocketAddr, child: &mut Child) -> Result {
     Err("the collector did not become healthy within 30 s".into())
 }
 
+/// Stops the collector: SIGTERM for a clean shutdown, SIGKILL after 10 s.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// `cargo xtask demo`.
 pub fn demo(args: &[String]) -> Result {
+    let started = Instant::now();
     let reuse = args.iter().any(|a| a == "--reuse");
+    let tour = args.iter().any(|a| a == "--tour");
     let port: u16 = match arg_value(args, "--port") {
         Some(p) => p.parse().map_err(|_| format!("bad --port {p:?}"))?,
         None => 7878,
@@ -119,6 +147,11 @@ pub fn demo(args: &[String]) -> Result {
             "sessiontrail",
         ]),
     )?;
+    if tour {
+        // node, the npm packages and chromium, then target/extension.
+        crate::install::all()?;
+        crate::extension::build_extension()?;
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
@@ -253,6 +286,36 @@ pub fn demo(args: &[String]) -> Result {
         return Err(e);
     }
     // HOOK: start the fixture SaaS app here (tests/fixtures) and print its URL.
+
+    if tour {
+        // The tour starts its own fixture apps and IdP and removes its
+        // managed-policy file, also on failure or Ctrl-C.
+        let result = step(
+            "tour (node tools/tour.mjs)",
+            Command::new("node")
+                .current_dir(&root)
+                .arg("tools/tour.mjs")
+                .args(["--collector", &collector_url, "--demo-dir"])
+                .arg(&d.dir)
+                .arg("--bin")
+                .arg(&d.bin),
+        );
+        stop(&mut child);
+        let again = if port == 7878 {
+            String::new()
+        } else {
+            format!(" --port {port}")
+        };
+        println!(
+            "\nxtask demo --tour: {} in {:.0}s; stopped the collector and everything else it started.\n\
+             The demo tenant and its data stay in {}: `cargo xtask demo --reuse{again}` serves them \
+             again, so the URLs above open.",
+            if result.is_ok() { "done" } else { "failed" },
+            started.elapsed().as_secs_f64(),
+            d.dir.display(),
+        );
+        return result;
+    }
 
     println!(
         "\n\

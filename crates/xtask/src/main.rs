@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bench_collector;
 mod demo;
 mod extension;
 mod install;
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test             install what is missing, then fmt, clippy, every test\n  \
-                 bench <suite>    run a benchmark suite (core) [--quick]\n  \
+                 bench <suite>    run a benchmark suite (core, collector, extension) [--quick]\n  \
                  demo             run sessiontrail on the embedded default store\n  \
                  install          only install the toolchain pieces and packages\n  \
                  package          build the extension, a signed CRX and an update manifest [--codebase URL]"
@@ -153,6 +154,9 @@ const E2E_SUITES: &[&str] = &[
     "tests/e2e/fixtures.test.mjs",
     "tests/e2e/harness.test.mjs",
     "tests/e2e/extension.test.mjs",
+    "tests/e2e/auditor-ui.test.mjs",
+    "tests/e2e/resilience.test.mjs",
+    "tests/e2e/force-install.test.mjs",
 ];
 
 fn test(args: &[String]) -> Result {
@@ -197,8 +201,9 @@ fn test(args: &[String]) -> Result {
         cargo().args(["build", "--manifest-path", "fuzz/Cargo.toml", "--bins"]),
     )?;
     // The extension: wasm module + staged target/extension (the browser
-    // suites load it from there).
-    extension::build_extension()?;
+    // suites load it from there), and the CRX + update manifest in
+    // target/dist that the force-install suite serves.
+    extension::package(&[])?;
     let browser = tests(
         "end-to-end suites (node --test, real Chromium)",
         Command::new("node")
@@ -225,6 +230,26 @@ fn bench(args: &[String]) -> Result {
         .ok_or("usage: cargo xtask bench <suite> [--quick]")?;
     let quick = args.iter().any(|a| a == "--quick");
     std::fs::create_dir_all(root().join("target/bench")).map_err(|e| e.to_string())?;
+    if suite == "collector" {
+        return bench_collector::run(quick);
+    }
+    if suite == "extension" {
+        // Real Chromium on the fixture app: tests/bench/extension.mjs.
+        // `--quick` reuses a staged target/extension when there is one.
+        if !quick || !root().join("target/extension/manifest.json").exists() {
+            extension::build_extension()?;
+        }
+        let mut node = Command::new("node");
+        node.current_dir(root()).arg("tests/bench/extension.mjs");
+        if quick {
+            node.arg("--quick");
+        }
+        step("bench extension", &mut node)?;
+        let out = root().join("target/bench/extension.json");
+        let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        println!("\n{}:\n{text}", out.display());
+        return Ok(());
+    }
     let mut cmd = cargo();
     match suite.as_str() {
         "core" => cmd.args([
@@ -237,7 +262,11 @@ fn bench(args: &[String]) -> Result {
             "core",
             "--",
         ]),
-        other => return Err(format!("unknown bench suite {other:?} (known: core)")),
+        other => {
+            return Err(format!(
+                "unknown bench suite {other:?} (known: core, collector, extension)"
+            ));
+        }
     };
     if quick {
         cmd.arg("--quick");

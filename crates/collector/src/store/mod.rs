@@ -12,8 +12,12 @@ use sessiontrail_core::DeviceKey;
 
 use crate::ingest::{IngestOutcome, VerifiedBatch};
 
+pub mod packs;
+pub mod search;
 pub mod sqlite;
 
+pub use packs::PackStore;
+pub use search::SearchStore;
 pub use sqlite::SqliteStore;
 
 /// Why the store could not do what was asked. Business refusals (a used-up
@@ -211,7 +215,9 @@ pub struct StoreStats {
 }
 
 /// The operations the collector needs from its store.
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+/// Rule packs and distribution files are in the supertrait [`PackStore`];
+/// search, timelines and evidence reads in [`SearchStore`].
+pub trait Store: PackStore + SearchStore + Send + Sync + std::fmt::Debug + 'static {
     /// A cheap read that proves the store answers.
     fn stats(&self) -> Result<StoreStats, StoreError>;
 

@@ -109,3 +109,67 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     signed_ms  INTEGER NOT NULL,
     note       TEXT NOT NULL
 );
+
+-- Admin-signed compiled rule packs (the STRP blob, verbatim) per policy
+-- group. Versions only grow within a group; the pack in force is the
+-- highest. `leaf_index` is the collector-signed `rulepack.publish` record.
+CREATE TABLE IF NOT EXISTS rulepacks (
+    id           INTEGER PRIMARY KEY,
+    group_name   TEXT NOT NULL,
+    pack_id      TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    checksum     BLOB NOT NULL CHECK (length(checksum) = 32),
+    sha256       BLOB NOT NULL CHECK (length(sha256) = 32),
+    signer       BLOB NOT NULL CHECK (length(signer) = 32),
+    blob         BLOB NOT NULL,
+    published_ms INTEGER NOT NULL,
+    published_by TEXT NOT NULL,
+    leaf_index   INTEGER NOT NULL REFERENCES events(leaf_index),
+    UNIQUE (group_name, version)
+);
+
+-- Search (crates/collector/src/store/search.rs). Events are append-only
+-- (never updated or deleted), so insert triggers keep these complete
+-- without any code in the ingest path.
+--
+-- Free text over the URL and the target's name/text. External content: the
+-- text stays in `events`; this table holds only the full-text index.
+CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
+    url, target,
+    content = 'events', content_rowid = 'leaf_index',
+    tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3'
+);
+-- Rule ids and compliance tags, one row per (value, event), so the rule and
+-- tag filters are index lookups instead of JSON scans.
+CREATE TABLE IF NOT EXISTS event_rules (
+    rule       TEXT NOT NULL,
+    leaf_index INTEGER NOT NULL,
+    PRIMARY KEY (rule, leaf_index)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_tags (
+    tag        TEXT NOT NULL,
+    leaf_index INTEGER NOT NULL,
+    PRIMARY KEY (tag, leaf_index)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS events_search_ai AFTER INSERT ON events WHEN NEW.body_ok BEGIN
+    INSERT INTO events_fts (rowid, url, target) VALUES (NEW.leaf_index, NEW.url, NEW.target);
+    INSERT OR IGNORE INTO event_rules (rule, leaf_index)
+        SELECT value, NEW.leaf_index FROM json_each(NEW.rules);
+    INSERT OR IGNORE INTO event_tags (tag, leaf_index)
+        SELECT value, NEW.leaf_index FROM json_each(NEW.tags);
+END;
+CREATE INDEX IF NOT EXISTS events_action_time ON events(action, time_ms);
+CREATE INDEX IF NOT EXISTS events_response_time ON events(response, time_ms);
+-- Session timelines and the session list of a user in an app.
+CREATE INDEX IF NOT EXISTS events_session ON events(user, app, session, time_ms);
+-- A store created before these existed is indexed once, on first open.
+CREATE TABLE IF NOT EXISTS search_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO events_fts (events_fts)
+    SELECT 'rebuild' WHERE NOT EXISTS (SELECT 1 FROM search_meta WHERE k = 'index_v1');
+INSERT OR IGNORE INTO event_rules (rule, leaf_index)
+    SELECT j.value, e.leaf_index FROM events e, json_each(e.rules) j
+    WHERE e.body_ok AND NOT EXISTS (SELECT 1 FROM search_meta WHERE k = 'index_v1');
+INSERT OR IGNORE INTO event_tags (tag, leaf_index)
+    SELECT j.value, e.leaf_index FROM events e, json_each(e.tags) j
+    WHERE e.body_ok AND NOT EXISTS (SELECT 1 FROM search_meta WHERE k = 'index_v1');
+INSERT OR IGNORE INTO search_meta (k, v) VALUES ('index_v1', 1);

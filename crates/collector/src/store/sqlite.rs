@@ -76,7 +76,7 @@ struct Done {
 }
 
 /// State only the writer thread holds.
-struct WriterCtx {
+pub(super) struct WriterCtx {
     seed: [u8; 32],
     collector_id: i64,
     /// Signs checkpoints; its key is derived from the seed, distinct from
@@ -84,7 +84,19 @@ struct WriterCtx {
     note_signer: NoteSigner,
 }
 
-type Job = Box<dyn FnOnce(&Transaction<'_>, &WriterCtx) -> Done + Send>;
+type JobFn = Box<dyn FnOnce(&Transaction<'_>, &WriterCtx) -> Done + Send>;
+
+/// A write job. An *isolated* job runs in its own savepoint, so its failure
+/// rolls back only its own writes. Ingest jobs are not isolated: a
+/// savepoint copies every page a job touches into a sub-journal, which at
+/// ingest rates is a real share of the writer's time. If one of them fails
+/// (a database error: business refusals are not failures), the whole group
+/// is rolled back and every other job in it is answered
+/// [`StoreError::Busy`], so its client retries (ingest is idempotent).
+struct Job {
+    isolated: bool,
+    run: JobFn,
+}
 
 /// The SQLite [`Store`].
 pub struct SqliteStore {
@@ -118,7 +130,9 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA mmap_size = 1073741824;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -195,7 +209,10 @@ impl SqliteStore {
         // WAL checkpoints (copying the log back into the database) run on
         // their own thread, off the writer's critical path.
         let checkpointer = open_conn(&path)?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        // The writer's page cache holds the hot index pages of every device
+        // writing at once (the default 2 MB keeps re-reading them), and its
+        // savepoints' sub-journals stay in memory (temp_store above).
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -131072")?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let wal = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -225,7 +242,7 @@ impl SqliteStore {
         &self.path
     }
 
-    fn read<R>(
+    pub(super) fn read<R>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
@@ -246,15 +263,25 @@ impl SqliteStore {
         r
     }
 
-    /// Runs `f` in the writer's transaction and returns after the commit.
-    /// With `wait == false` a full queue fails at once with `Busy`.
-    fn write<R: Send + 'static>(
+    /// Runs `f` in the writer's transaction, in its own savepoint, and
+    /// returns after the commit. With `wait == false` a full queue fails at
+    /// once with `Busy`.
+    pub(super) fn write<R: Send + 'static>(
         &self,
         wait: bool,
         f: impl FnOnce(&Transaction<'_>, &WriterCtx) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.submit(wait, true, f)
+    }
+
+    fn submit<R: Send + 'static>(
+        &self,
+        wait: bool,
+        isolated: bool,
+        f: impl FnOnce(&Transaction<'_>, &WriterCtx) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
         let (reply, answer) = sync_channel::<Result<R, StoreError>>(1);
-        let job: Job = Box::new(move |tx, ctx| match f(tx, ctx) {
+        let run: JobFn = Box::new(move |tx, ctx| match f(tx, ctx) {
             Ok(r) => Done {
                 rollback: false,
                 finish: Box::new(move |commit| {
@@ -268,6 +295,7 @@ impl SqliteStore {
                 }),
             },
         });
+        let job = Job { isolated, run };
         let sender = lock(&self.queue).clone().ok_or(StoreError::Closed)?;
         if wait {
             sender.send(job).map_err(|_| StoreError::Closed)?;
@@ -334,27 +362,44 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx) {
             }
         };
         let mut finishers = Vec::with_capacity(jobs.len());
+        // An unisolated job failed: the group is rolled back as a whole.
+        let mut poisoned = false;
         for job in jobs {
-            if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+            if job.isolated
+                && let Err(e) = tx.execute_batch("SAVEPOINT job")
+            {
                 tracing::error!(error = %e, "savepoint failed");
                 continue;
             }
-            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&tx, &ctx)));
+            let run = job.run;
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&tx, &ctx)));
             let rollback = done.as_ref().map_or(true, |d| d.rollback);
-            let end = if rollback {
-                "ROLLBACK TO job; RELEASE job"
-            } else {
-                "RELEASE job"
-            };
-            if let Err(e) = tx.execute_batch(end) {
-                tracing::error!(error = %e, "ending a savepoint failed");
+            if job.isolated {
+                let end = if rollback {
+                    "ROLLBACK TO job; RELEASE job"
+                } else {
+                    "RELEASE job"
+                };
+                if let Err(e) = tx.execute_batch(end) {
+                    tracing::error!(error = %e, "ending a savepoint failed");
+                }
+            } else if rollback {
+                poisoned = true;
             }
             match done {
                 Ok(d) => finishers.push(d.finish),
                 Err(_) => tracing::error!("a store write job panicked; it was rolled back"),
             }
         }
-        let committed = tx.commit().map_err(StoreError::from);
+        let committed = if poisoned {
+            tracing::error!("an ingest job failed; its whole group was rolled back");
+            if let Err(e) = tx.rollback() {
+                tracing::error!(error = %e, "rollback failed");
+            }
+            Err(StoreError::Busy)
+        } else {
+            tx.commit().map_err(StoreError::from)
+        };
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
         }
@@ -399,7 +444,37 @@ impl NodeStore for TxNodes<'_> {
             .execute(params![level, index as i64, &hash[..]])?;
         Ok(())
     }
+
+    /// Multi-row INSERTs of 64, 16, 4 or 1 rows (four statements, prepared
+    /// once and cached).
+    fn put_all(&mut self, nodes: &[sessiontrail_tlog::Node]) -> Result<(), rusqlite::Error> {
+        let mut rest = nodes;
+        while !rest.is_empty() {
+            let n = NODE_CHUNKS
+                .into_iter()
+                .find(|&c| c <= rest.len())
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut sql =
+                String::from("INSERT OR REPLACE INTO tlog_nodes (level, idx, hash) VALUES ");
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
+            }
+            let mut st = self.0.prepare_cached(&sql)?;
+            for (i, n) in chunk.iter().enumerate() {
+                st.raw_bind_parameter(i * 3 + 1, n.level)?;
+                st.raw_bind_parameter(i * 3 + 2, n.index as i64)?;
+                st.raw_bind_parameter(i * 3 + 3, &n.hash[..])?;
+            }
+            st.raw_execute()?;
+        }
+        Ok(())
+    }
 }
+
+/// Merkle nodes per INSERT statement, largest first.
+const NODE_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
 /// Appends the records (leaves `first..`) to the Merkle log. The log's size
 /// is the number of stored records, committed in the same transaction.
@@ -514,13 +589,14 @@ fn insert_event(
     Ok(())
 }
 
-/// Signs `action` on the collector's own chain and records it, inside `tx`.
-fn append_audit(
+/// Signs `action` on the collector's own chain and records it, inside `tx`;
+/// returns the record's leaf index.
+pub(super) fn append_audit(
     tx: &Transaction<'_>,
     ctx: &WriterCtx,
     action: &AdminAction,
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let (seq, tip): (i64, Option<Vec<u8>>) = tx.query_row(
         "SELECT high_water, tip_hash FROM devices WHERE id = ?1",
         [ctx.collector_id],
@@ -567,7 +643,7 @@ fn append_audit(
             leaf
         ],
     )?;
-    Ok(())
+    Ok(leaf)
 }
 
 fn insert_token(
@@ -966,6 +1042,7 @@ impl Store for SqliteStore {
                 },
                 now,
             )
+            .map(|_| ())
         })
     }
 
@@ -1033,7 +1110,7 @@ impl Store for SqliteStore {
         batch: VerifiedBatch,
         received_ms: i64,
     ) -> Result<Result<IngestOutcome, IngestRefusal>, StoreError> {
-        self.write(false, move |tx, _| {
+        self.submit(false, false, move |tx, _| {
             ingest_tx(tx, device_id, &batch, received_ms)
         })
     }

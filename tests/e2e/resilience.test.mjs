@@ -1,0 +1,390 @@
+// Lossless shipping, end to end (issue 4, scenarios 6 and 7): the staged
+// extension (target/extension) in real headless Chromium, configured by a
+// real managed-policy file, shipping to the real collector binary.
+//
+// - Scenario 6: the collector process is killed during a working session,
+//   events keep coming (they queue in IndexedDB), the collector restarts on
+//   the same data dir and port, and a new event wakes the shipper once its
+//   backoff has passed.
+// - Scenario 7: the service worker is stopped (CDP Target.closeTarget, as
+//   Chrome does after 30 s idle) while a batch is in flight — once after the
+//   collector committed it but before the ack reached the worker, once before
+//   the collector saw it — and a new event wakes it.
+//
+// Both end with the same check: what the collector stored for the device is
+// every record the extension signed (seq 1..tip, contiguous, no gaps, no
+// duplicates), each one verified here with Node crypto and chained to its
+// predecessor, and the last one is the worker's persisted chain tip.
+//
+// Between the extension and the collector sits a small HTTP relay (this
+// file), so a test can hold a batch mid-flight. It forwards every request
+// verbatim; when the collector is down it drops the client connection
+// (the worker sees a network error, as with no relay).
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash, createPublicKey, randomBytes, verify as edVerify } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { canWriteManagedPolicy, launchBrowser, login, stopServiceWorker, waitFor, waitForServiceWorker } from './harness.mjs';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const EXT_DIR = join(ROOT, 'target/extension');
+const COLLECTOR_BIN = join(ROOT, 'target/debug/sessiontrail');
+const ADMIN_SEED = randomBytes(32).toString('hex');
+const CELL = 'table#customers tbody tr td:nth-child(3)';
+
+const skip = !canWriteManagedPolicy()
+  ? 'needs root: Chromium reads managed policy only from /etc/chromium/policies/managed'
+  : !existsSync(join(EXT_DIR, 'manifest.json'))
+    ? 'the extension is not staged: run `cargo xtask package` (or `cargo xtask test`)'
+    : false;
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+    s.on('error', rej);
+  });
+}
+
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** Decodes the core batch format (docs/formats.md) into record buffers. */
+function decodeBatch(buf) {
+  assert.equal(buf.subarray(0, 4).toString('latin1'), 'STBA');
+  const body = buf.subarray(0, buf.length - 32);
+  assert.deepEqual(createHash('sha256').update(body).digest(), buf.subarray(buf.length - 32));
+  const n = buf.readUInt32BE(8);
+  const out = [];
+  let at = 12;
+  for (let i = 0; i < n; i++) {
+    const len = buf.readUInt32BE(at);
+    out.push(buf.subarray(at + 4, at + 4 + len));
+    at += 4 + len;
+  }
+  return out;
+}
+
+/** An independent check of one record (Node crypto only). */
+function parseRecord(rec) {
+  assert.equal(rec.subarray(0, 4).toString('latin1'), 'STEV');
+  const key = rec.subarray(6, 38);
+  const n = rec.readUInt32BE(86);
+  assert.equal(rec.length, 90 + n + 64);
+  const pub = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: key.toString('base64url') }, format: 'jwk' });
+  return {
+    key: key.toString('hex'),
+    seq: rec.readBigUInt64BE(38),
+    prev: rec.subarray(46, 78).toString('hex'),
+    hash: createHash('sha256').update(rec).digest('hex'),
+    sigOk: edVerify(null, rec.subarray(0, 90 + n), pub, rec.subarray(90 + n)),
+    body: JSON.parse(rec.subarray(90, 90 + n).toString('utf8')),
+  };
+}
+
+/** The collector as a child process on a fixed data dir and port. */
+function collectorProcess(dataDir, port) {
+  const base = `http://127.0.0.1:${port}`;
+  let child = null;
+  let stderr = '';
+  return {
+    base,
+    async start() {
+      stderr = '';
+      child = spawn(COLLECTOR_BIN, ['serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
+        cwd: ROOT,
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, SESSIONTRAIL_LOG: 'warn' },
+      });
+      child.stderr.on('data', (d) => {
+        stderr += d;
+      });
+      await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, {
+        timeout: 15_000,
+        message: `collector on ${base} (${stderr})`,
+      });
+    },
+    /** SIGKILL: the process dies without any shutdown work. */
+    async kill(signal = 'SIGKILL') {
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill(signal);
+      await exited;
+      child = null;
+    },
+  };
+}
+
+/**
+ * An HTTP relay in front of the collector. `hold` decides what happens to
+ * the next batches (POST /v1/batches): 'after' forwards the batch and keeps
+ * the collector's answer from the worker; 'before' keeps the batch from the
+ * collector. `held` lists them, with their record count.
+ */
+async function startRelay(upstreamPort) {
+  const relay = { hold: null, held: [], batches: 0 };
+  const srv = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const isBatch = req.method === 'POST' && req.url.startsWith('/v1/batches');
+      if (isBatch) relay.batches += 1;
+      const hold = isBatch ? relay.hold : null;
+      const records = isBatch ? decodeBatch(body).map(parseRecord) : [];
+      if (hold === 'before') {
+        relay.held.push({ res, records, committed: false });
+        return;
+      }
+      const headers = { ...req.headers };
+      delete headers.connection;
+      const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers }, (ur) => {
+        const uc = [];
+        ur.on('data', (c) => uc.push(c));
+        ur.on('end', () => {
+          if (hold === 'after') {
+            relay.held.push({ res, records, committed: ur.statusCode === 200, status: ur.statusCode });
+            return;
+          }
+          const h = { ...ur.headers };
+          delete h.connection;
+          delete h['keep-alive'];
+          res.writeHead(ur.statusCode, h);
+          res.end(Buffer.concat(uc));
+        });
+      });
+      // The collector is down: drop the connection, so the worker sees the
+      // same network error as without the relay.
+      up.on('error', () => res.socket?.destroy());
+      up.end(body);
+    });
+  });
+  srv.keepAliveTimeout = 1000;
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  relay.base = `http://127.0.0.1:${srv.address().port}`;
+  relay.release = () => {
+    for (const h of relay.held) h.res.socket?.destroy();
+    relay.held = [];
+    relay.hold = null;
+  };
+  relay.close = () => {
+    relay.release();
+    srv.closeAllConnections?.();
+    return new Promise((r) => srv.close(r));
+  };
+  return relay;
+}
+
+describe('extension: nothing lost, nothing duplicated (collector outage, worker stopped mid-batch)', { skip, timeout: 300_000 }, () => {
+  let fx;
+  let browser;
+  let collector;
+  let relay;
+  let dataDir;
+  let auditor;
+  let page;
+  let deviceKey;
+
+  /** What the worker holds: queue length, upload state, persisted tip. */
+  const swState = (sw) =>
+    sw.evaluate(async () => {
+      const st = globalThis.sessiontrail;
+      await st.whenReady();
+      const tip = await st.db.get('tip');
+      return {
+        queue: await st.db.queueCount(),
+        dead: await st.db.deadCount(),
+        tip: tip ? { seq: Number(tip.seq), hash: tip.hash } : null,
+        upload: { ...st.state.upload },
+        now: Date.now(),
+      };
+    });
+
+  async function stored() {
+    const headers = { authorization: `Bearer ${auditor}` };
+    const res = await fetch(`${collector.base}/v1/devices/${deviceKey}/records?limit=10000`, { headers });
+    const recs = res.status === 204 ? [] : decodeBatch(Buffer.from(await res.arrayBuffer())).map(parseRecord);
+    const dev = await (await fetch(`${collector.base}/v1/devices/${deviceKey}`, { headers })).json();
+    return { recs, dev };
+  }
+
+  /**
+   * The invariant: the collector stored exactly the records the extension
+   * signed — seq 1..tip, each once, each verifying, each linked — and the
+   * worker's queue is empty.
+   */
+  async function assertLossless(sw, label) {
+    const s = await swState(sw);
+    assert.equal(s.queue, 0, `${label}: the queue drained`);
+    assert.equal(s.dead, 0, `${label}: no dead letters`);
+    assert.equal(s.upload.rejected, 0, `${label}: the collector rejected nothing`);
+    const { recs, dev } = await stored();
+    assert.equal(recs.length, s.tip.seq, `${label}: the collector holds every record the extension signed (tip ${s.tip.seq})`);
+    const seqs = recs.map((r) => Number(r.seq));
+    assert.equal(new Set(seqs).size, seqs.length, `${label}: no record stored twice`);
+    for (const [i, r] of recs.entries()) {
+      assert.equal(r.key, deviceKey);
+      assert.equal(r.seq, BigInt(i + 1), `${label}: seq ${i + 1} is where it belongs (no gap)`);
+      assert.ok(r.sigOk, `${label}: record ${r.seq} signature verifies`);
+      assert.equal(r.prev, i === 0 ? '0'.repeat(64) : recs[i - 1].hash, `${label}: record ${r.seq} links to its predecessor`);
+    }
+    assert.equal(recs.at(-1).hash, s.tip.hash, `${label}: the last stored record is the worker's chain tip`);
+    assert.equal(Number(dev.high_water), s.tip.seq, `${label}: the collector's high-water mark is the tip`);
+    assert.deepEqual(dev.gaps, [], `${label}: the collector saw no gaps`);
+    return { s, recs };
+  }
+
+  /** Clicks `n` table cells (one signed `click` record each); resolves when all are signed. */
+  async function clicks(sw, n) {
+    const before_ = (await swState(sw)).tip?.seq ?? 0;
+    const cells = page.locator(CELL);
+    for (let i = 0; i < n; i++) await cells.nth(i % 25).click();
+    await waitFor(async () => ((await swState(sw)).tip?.seq ?? 0) >= before_ + n, { timeout: 15_000, message: `${n} clicks signed` });
+  }
+
+  async function drained(sw, message) {
+    return waitFor(async () => {
+      const s = await swState(sw);
+      return s.queue === 0 ? s : null;
+    }, { timeout: 30_000, interval: 200, message });
+  }
+
+  before(async () => {
+    if (!existsSync(COLLECTOR_BIN)) run('cargo', ['build', '-q', '-p', 'sessiontrail-collector', '--bin', 'sessiontrail']);
+    dataDir = await mkdtemp(join(tmpdir(), 'sessiontrail-collector-'));
+    const enrollToken = run(COLLECTOR_BIN, ['enroll-token', 'create', '--data-dir', dataDir, '--uses', '5']);
+    auditor = run(COLLECTOR_BIN, ['token', 'create', '--role', 'auditor', '--data-dir', dataDir]);
+    collector = collectorProcess(dataDir, await freePort());
+    await collector.start();
+    relay = await startRelay(Number(new URL(collector.base).port));
+
+    const packFile = join(dataDir, 'acme.strp');
+    const adminKey = run('cargo', ['run', '-q', '-p', 'sessiontrail-wasm', '--example', 'sign_pack', '--', 'rulepacks/demo/acme.toml', ADMIN_SEED, packFile]);
+    const { startFixtures } = await import('./harness.mjs');
+    fx = await startFixtures();
+    browser = await launchBrowser({
+      extensionDir: EXT_DIR,
+      policy: {
+        collectorUrl: relay.base,
+        enrollmentToken: enrollToken,
+        adminPublicKeys: [adminKey],
+        bootstrapRulePacks: [readFileSync(packFile).toString('base64')],
+        identity: { source: 'page' },
+        maskKey: randomBytes(32).toString('hex'),
+      },
+    });
+    browser.ctx.setDefaultTimeout(10_000);
+    await waitFor(
+      () => browser.sw.evaluate(async () => (await chrome.scripting.getRegisteredContentScripts()).length > 0),
+      { timeout: 15_000, message: 'content script registration' },
+    );
+    deviceKey = await browser.sw.evaluate(async () => {
+      await globalThis.sessiontrail.whenReady();
+      return globalThis.sessiontrail.state.agent.publicKey();
+    });
+    // A working session, shipped and acknowledged.
+    page = await browser.ctx.newPage();
+    await login(page, fx.saas, 'crm');
+    await page.goto(fx.url('crm', '/crm/customers'));
+    await page.locator(CELL).first().waitFor();
+    await clicks(browser.sw, 3);
+    await drained(browser.sw, 'the first events shipped');
+  });
+
+  after(async () => {
+    await browser?.close();
+    await fx?.close();
+    await relay?.close();
+    await collector?.kill('SIGTERM');
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  test('scenario 6: the collector is down for a while, then comes back on the same data dir and port', async () => {
+    const { sw } = browser;
+    const start = await assertLossless(sw, 'before the outage');
+
+    await collector.kill('SIGKILL');
+    // Work goes on: every event is signed and committed to IndexedDB.
+    await clicks(sw, 40);
+    await page.locator('a[href^="/crm/customers/"]').first().click(); // SPA navigation
+    await page.waitForURL(/\/crm\/customers\/\d+/);
+    await page.goBack();
+    await page.locator(CELL).first().waitFor();
+    await clicks(sw, 20);
+    // The shipper tried, failed and backs off; nothing left the queue.
+    const down = await waitFor(async () => {
+      const s = await swState(sw);
+      return s.upload.failures >= 1 && s.upload.nextMs > 0 ? s : null;
+    }, { timeout: 15_000, message: 'a failed upload attempt while the collector is down' });
+    assert.ok(down.queue >= 60, `events queue while the collector is down (${down.queue})`);
+    assert.match(down.upload.lastError, /unreachable/);
+    assert.equal((await swState(sw)).tip.seq - start.s.tip.seq >= 60, true);
+
+    await collector.start();
+    // No test hook: once the backoff has passed, the next event schedules a
+    // flush (the 30 s `flush` alarm would too, later).
+    const gate = (await swState(sw)).upload.nextMs;
+    await waitFor(async () => (await swState(sw)).now >= gate, { timeout: 20 * 60_000, interval: 250, message: 'the backoff to pass' });
+    await clicks(sw, 1);
+    const after_ = await drained(sw, 'the queue drained after the collector came back');
+    assert.equal(after_.upload.failures, 0, 'the backoff reset after the ack');
+    const { recs } = await assertLossless(sw, 'after the outage');
+    assert.ok(recs.length >= start.recs.length + 61);
+    assert.ok(recs.some((r) => r.body.kind.type === 'route_change'), 'the SPA navigation during the outage is there');
+  });
+
+  for (const [hold, label] of [
+    ['after', 'after the collector committed the batch, before the ack reached the worker'],
+    ['before', 'before the collector saw the batch'],
+  ]) {
+    test(`scenario 7: the service worker is stopped mid-batch (${label})`, async () => {
+      const { ctx, extensionId } = browser;
+      let sw = browser.sw;
+      const start = await assertLossless(sw, 'before');
+      const dupBefore = start.s.upload.duplicates;
+
+      relay.hold = hold;
+      await clicks(sw, 50);
+      await waitFor(() => relay.held.length > 0, { timeout: 15_000, message: 'a batch in flight' });
+      const inFlight = relay.held[0];
+      if (hold === 'after') assert.ok(inFlight.committed, `the collector committed the held batch (${inFlight.status})`);
+      assert.ok(inFlight.records.length > 0);
+
+      // Stop the worker while it awaits the answer.
+      assert.equal(await stopServiceWorker(ctx, extensionId), true, 'the worker was running and is stopped');
+      relay.release(); // the worker is gone; its connection goes too
+      const stoppedAt = relay.batches;
+
+      // A new event wakes it: the content script's message starts the worker.
+      await page.locator(CELL).nth(7).click();
+      sw = await waitForServiceWorker(ctx, extensionId, { timeout: 20_000 });
+      await drained(sw, 'the queue drained after the worker restarted');
+      assert.ok(relay.batches > stoppedAt, 'the restarted worker resent the batch');
+      const { s, recs } = await assertLossless(sw, 'after the stop');
+      const held = inFlight.records.map((r) => r.hash);
+      const storedHashes = new Set(recs.map((r) => r.hash));
+      assert.ok(held.every((h) => storedHashes.has(h)), 'every record of the interrupted batch is stored');
+      const dups = s.upload.duplicates - dupBefore;
+      if (hold === 'after') {
+        assert.equal(dups, inFlight.records.length, 'the resent, already committed records were answered as duplicates');
+      } else {
+        assert.equal(dups, 0, 'nothing was a duplicate: the collector had not seen the batch');
+      }
+      browser.sw = sw;
+    });
+  }
+});
