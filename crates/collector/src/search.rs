@@ -522,14 +522,24 @@ pub fn describe(body: &EventBody) -> String {
             outcome,
             justification,
         } => {
-            let o = match outcome {
-                sessiontrail_core::event::Outcome::Allowed => "allowed",
-                sessiontrail_core::event::Outcome::Refused => "refused",
-                sessiontrail_core::event::Outcome::Blocked => "blocked",
+            use sessiontrail_core::Response as R;
+            use sessiontrail_core::event::Outcome as O;
+            let what = match response {
+                R::Log => "Logged action",
+                R::Warn => "Warning",
+                R::Justify => "Justification",
+                R::StepUp => "Step-up authentication",
+                R::Block => "Block",
+                R::Terminate => "Termination",
+            };
+            let end = match outcome {
+                O::Allowed => "the action went ahead",
+                O::Refused => "the action was refused",
+                O::Blocked => "the action was stopped",
             };
             match justification {
-                Some(j) => format!("{response} {o}: “{j}”"),
-                None => format!("{response} {o}"),
+                Some(j) => format!("{what}: {end}, reason “{j}”"),
+                None => format!("{what}: {end}"),
             }
         }
     }

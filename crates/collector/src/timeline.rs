@@ -115,6 +115,8 @@ pub struct Summary {
     pub last_ms: Option<i64>,
     pub login: bool,
     pub logout: bool,
+    /// The agent ended the session (a `terminate` response).
+    pub terminated: bool,
     /// Every event verified, nothing missing, not truncated.
     pub complete_and_verified: bool,
 }
@@ -183,6 +185,7 @@ pub fn build(
         last_ms: rows.iter().map(|r| r.event.time_ms).max(),
         login: rows.iter().any(|r| r.event.action == "login"),
         logout: rows.iter().any(|r| r.event.action == "logout"),
+        terminated: rows.iter().any(|r| r.event.action == "terminated"),
         complete_and_verified: false,
     };
     let gap_entry = |h: &Hole| {

@@ -330,7 +330,9 @@ async function showTimeline(params) {
       stat('Events', String(s.events)),
       stat('Missing', String(s.missing), s.missing ? 'bad' : 'good'),
       stat('Failed verification', String(s.failed), s.failed ? 'bad' : 'good'),
-      stat('Login → logout', s.login && s.logout ? 'Complete' : s.login ? 'No logout' : 'No login', s.login && s.logout ? 'good' : 'bad'),
+      s.terminated
+        ? stat('Login → end', s.login ? 'Terminated by policy' : 'No login · terminated', s.login ? 'warn' : 'bad')
+        : stat('Login → logout', s.login && s.logout ? 'Complete' : s.login ? 'No logout' : 'No login', s.login && s.logout ? 'good' : 'bad'),
       stat('Evidence', s.complete_and_verified ? 'Verified' : 'Incomplete', s.complete_and_verified ? 'good' : 'bad'),
     );
     const focus = params.get('focus');

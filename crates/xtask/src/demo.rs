@@ -309,10 +309,15 @@ pub fn demo(args: &[String]) -> Result {
         println!(
             "\nxtask demo --tour: {} in {:.0}s; stopped the collector and everything else it started.\n\
              The demo tenant and its data stay in {}: `cargo xtask demo --reuse{again}` serves them \
-             again, so the URLs above open.",
+             again{}.",
             if result.is_ok() { "done" } else { "failed" },
             started.elapsed().as_secs_f64(),
             d.dir.display(),
+            if result.is_ok() {
+                ", so the URLs above open"
+            } else {
+                ""
+            },
         );
         return result;
     }

@@ -12,8 +12,37 @@ pub fn all() -> Result {
     wasm_tools()?;
     node()?;
     npm_packages()?;
+    python_packages()?;
     chromium()?;
     Ok(())
+}
+
+/// The independent evidence verifier (tests/evidence/verify_bundle.py) is
+/// Python with `cryptography` for Ed25519.
+fn python_packages() -> Result {
+    if quiet_ok(Command::new("python3").args(["-c", "import cryptography"])) {
+        println!("    python3 cryptography: present");
+        return Ok(());
+    }
+    if !quiet_ok(Command::new("python3").arg("--version")) {
+        apt(
+            &["python3", "python3-pip"],
+            "the evidence verifier runs on Python 3",
+        )?;
+    }
+    step(
+        "installing the Python package cryptography (pip)",
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "-r",
+                "tests/evidence/requirements.txt",
+            ])
+            .current_dir(crate::root()),
+    )
 }
 
 /// The `wasm-bindgen = "=x.y.z"` pin from the workspace manifest: the CLI
