@@ -6,9 +6,12 @@
 // every frame, at document_start, in the isolated world: the page cannot
 // see this code, its variables or its overlays (closed shadow root).
 //
-// Per event, on the main thread: one closest() per selector of the app's
-// table, a bounded description of the target, a regex or two for guards,
-// and one message. No DOM scans, no layout reads.
+// Per event, on the main thread, inside the listener: one closest() for
+// the app's selectors, a bounded description of the target (no per-sibling
+// loops over long lists, no layout reads), a regex or two for guards, and
+// a push onto a queue. The queue goes to the service worker in
+// one message per idle slice over one long-lived port; held actions alone
+// talk to the worker synchronously (docs/extension.md, "Main-thread cost").
 (() => {
   'use strict';
 
@@ -17,6 +20,13 @@
   globalThis[FLAG] = true;
 
   const TEXT_MAX = 120;
+  const PATH_STEPS = 5; // levels of target.path, anchor included
+  const SIBLING_SCAN = 32; // siblings a path step counts before a binary search
+  const TEXT_NODES_MAX = 32; // text nodes read for an element's text
+  const FLUSH_TIMEOUT_MS = 200; // an idle slice comes at the latest after this
+  const BATCH_MAX = 100; // observations per message
+  const PORT_NAME = 'sessiontrail/observe';
+  const DRAIN_MAX_MS = 3000; // a held action waits at most this for the queue
   const ALLOWANCE_MS = 60_000;
   const INTERACTIVE =
     'a[href],button,input,select,textarea,label,summary,[role=button],[role=link],[role=menuitem],[role=tab],[role=checkbox],[role=switch]';
@@ -26,7 +36,8 @@
   let app; // undefined: table not loaded yet; null: not a monitored app
   let live = true;
 
-  function topUrl() {
+  function topUrl(href = location.href) {
+    if (!href.startsWith('about:')) return href;
     // about:blank / srcdoc frames inherit their parent's origin: describe
     // them by the nearest same-origin ancestor's URL.
     let w = window;
@@ -43,9 +54,22 @@
 
   function compile(a) {
     const re = (s, f) => (s ? new RegExp(s, f) : null);
+    // The selectors this browser parses (one it does not never matches),
+    // and all of them as one list: a single closest() tells whether any
+    // matches, which for most events is none.
+    const probe = document.createDocumentFragment();
+    const selectors = a.selectors.filter((s) => {
+      try {
+        probe.querySelector(s);
+        return true;
+      } catch {
+        return false;
+      }
+    });
     return {
       id: a.id,
-      selectors: a.selectors,
+      selectors,
+      anySelector: selectors.join(', '),
       identity: a.identity,
       guards: a.guards.map((g) => ({
         title: g.title,
@@ -74,7 +98,8 @@
     app = a ? compile(a) : null;
   }
 
-  chrome.storage.local.get('guard').then(
+  // Settles once the first table is read (app is no longer undefined).
+  const tableLoaded = chrome.storage.local.get('guard').then(
     (r) => setTable(r.guard),
     () => {
       app = null;
@@ -87,34 +112,45 @@
   // -------------------------------------------------------------- describe
 
   function element(e) {
-    const p = typeof e.composedPath === 'function' ? e.composedPath() : [];
-    let t = p[0] || e.target;
+    // The real target inside open shadow roots; composedPath() (an array
+    // of the whole path) only when the target is a shadow host.
+    let t = e.target;
+    if (t && t.shadowRoot && typeof e.composedPath === 'function') t = e.composedPath()[0] || t;
     if (t && t.nodeType !== 1) t = t.parentElement || null;
     return t && t.nodeType === 1 ? t : null;
   }
 
+  const SPACE = /\s/;
   function clip(s) {
-    s = String(s ?? '').replace(/\s+/g, ' ').trim();
+    s = String(s ?? '');
+    if (s.length <= TEXT_MAX && !SPACE.test(s)) return s;
+    // Collapse only what can be kept: the input may be a long text.
+    if (s.length > TEXT_MAX * 4) s = s.slice(0, TEXT_MAX * 4);
+    s = s.replace(/\s+/g, ' ').trim();
     return s.length > TEXT_MAX ? `${s.slice(0, TEXT_MAX)}…` : s;
   }
 
   function shortText(el) {
-    if (el.localName === 'input') return clip(['button', 'submit', 'reset'].includes(el.type) ? el.value : '');
+    if (el.localName === 'input') return clip(el.type === 'button' || el.type === 'submit' || el.type === 'reset' ? el.value : '');
     if (el.localName === 'select' || el.localName === 'textarea') return '';
+    // A leaf: its textContent is one short string. Otherwise read text
+    // nodes until enough is read (textContent of a table would copy it all).
+    if (!el.firstElementChild) return clip(el.textContent);
     let out = '';
     const w = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
-    for (let n = w.nextNode(); n && out.length < TEXT_MAX; n = w.nextNode()) out += `${n.data} `;
+    for (let n = w.nextNode(), k = 0; n && out.length < TEXT_MAX && k < TEXT_NODES_MAX; n = w.nextNode(), k++) out += `${n.data} `;
     return clip(out);
   }
 
   function accName(el, text) {
+    if (!el.hasAttributes() && !el.labels?.length) return text;
     const a = el.getAttribute('aria-label');
     if (a) return clip(a);
     const by = el.getAttribute('aria-labelledby');
     if (by) {
       const root = el.getRootNode();
       const l = by
-        .split(/\s+/)
+        .split(/\s+/, 4)
         .map((id) => root.getElementById?.(id)?.textContent ?? '')
         .join(' ');
       if (l.trim()) return clip(l);
@@ -125,7 +161,7 @@
 
   const ROLES = { a: 'link', button: 'button', select: 'combobox', textarea: 'textbox', form: 'form', summary: 'button' };
   function role(el) {
-    const r = el.getAttribute('role');
+    const r = el.hasAttributes() ? el.getAttribute('role') : null;
     if (r) return r;
     if (el.localName === 'input') {
       const t = el.type;
@@ -134,31 +170,99 @@
     return ROLES[el.localName] ?? '';
   }
 
+  const PLAIN_VALUE = /^[^"\\\n\r\f]{0,80}$/;
+  const PLAIN_ID = /^[A-Za-z_][\w-]*$/;
+  const cssString = (v) =>
+    PLAIN_VALUE.test(v) ? `"${v}"` : `"${v.slice(0, 80).replace(/["\\]/g, '\\$&').replace(/[\n\r\f]/g, ' ')}"`;
+  const ANCHORS = ['data-testid', 'name'];
+  const KEYS = ['data-id', 'data-key'];
+  const FOLLOWING = Node.DOCUMENT_POSITION_FOLLOWING;
+
+  /**
+   * 1-based position of `n` (tag `tag`) among its parent's element
+   * children, or 0 when it has no element sibling.
+   */
+  function childIndex(n, tag) {
+    let s = n.previousElementSibling;
+    if (!s) return n.nextElementSibling ? 1 : 0;
+    // Table rows know their index natively; it is the position among the
+    // parent's children unless the section holds other elements (checked).
+    if (tag === 'tr') {
+      const hint = n.sectionRowIndex;
+      if (hint > SIBLING_SCAN && n.parentNode.children[hint] === n) return hint + 1;
+    }
+    let i = 2;
+    for (s = s.previousElementSibling; s && i <= SIBLING_SCAN; s = s.previousElementSibling) i++;
+    if (!s) return i;
+    // A long list: binary search with the engine's own sibling order
+    // (O(log n) calls) rather than a JS loop over every earlier row.
+    const c = n.parentNode.children;
+    let lo = 0;
+    let hi = c.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const m = c[mid];
+      if (m === n) return mid + 1;
+      if (m.compareDocumentPosition(n) & FOLLOWING) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return lo + 1;
+  }
+
+  /**
+   * target.path (docs/formats.md): at most PATH_STEPS steps, from the
+   * nearest anchor (id, data-testid, name) or the PATH_STEPS-th ancestor
+   * down to the element.
+   */
   function cssPath(el) {
     const parts = [];
-    for (let n = el, i = 0; n && n.nodeType === 1 && i < 5; n = n.parentElement, i++) {
-      if (n.id) {
-        parts.unshift(`${n.localName}#${n.id}`);
+    let n = el;
+    for (let i = 0; n && i < PATH_STEPS; n = n.parentElement, i++) {
+      const tag = n.localName;
+      if (!n.hasAttributes()) {
+        const k = childIndex(n, tag);
+        parts.push(k ? `${tag}:nth-child(${k})` : tag);
+        continue;
+      }
+      const id = n.id;
+      if (id) {
+        parts.push(`${tag}#${PLAIN_ID.test(id) ? id : CSS.escape(id)}`);
         break;
       }
-      let k = 1;
-      for (let s = n.previousElementSibling; s; s = s.previousElementSibling) if (s.localName === n.localName) k++;
-      parts.unshift(k > 1 ? `${n.localName}:nth-of-type(${k})` : n.localName);
+      let anchor = '';
+      for (const a of ANCHORS) {
+        const v = n.getAttribute(a);
+        if (v) {
+          anchor = `${tag}[${a}=${cssString(v)}]`;
+          break;
+        }
+      }
+      if (anchor) {
+        parts.push(anchor);
+        break;
+      }
+      let key = '';
+      for (const a of KEYS) {
+        const v = n.getAttribute(a);
+        if (v) {
+          key = `${tag}[${a}=${cssString(v)}]`;
+          break;
+        }
+      }
+      if (key) parts.push(key);
+      else {
+        const k = childIndex(n, tag);
+        parts.push(k ? `${tag}:nth-child(${k})` : tag);
+      }
     }
-    if (el.getRootNode() instanceof ShadowRoot) parts.unshift('#shadow-root');
-    return parts.join(' > ');
+    if (el.getRootNode() instanceof ShadowRoot) parts.push('#shadow-root');
+    return parts.reverse().join(' > ');
   }
 
   function matched(el) {
     const out = [];
-    if (!app) return out;
-    for (const s of app.selectors) {
-      try {
-        if (el.closest(s)) out.push(s);
-      } catch {
-        // A selector this browser does not parse never matches.
-      }
-    }
+    if (!app || !app.anySelector || !el.closest(app.anySelector)) return out;
+    for (const s of app.selectors) if (el.closest(s)) out.push(s);
     return out;
   }
 
@@ -167,14 +271,33 @@
     return { tag: el.localName, role: role(el), name: accName(el, text), path: cssPath(el), text, selectors: matched(el) };
   }
 
+  // The identity element, kept while it stays in the document: a selector
+  // query per event could scan the whole page.
+  // Its value is kept too, until a MutationObserver on that one element
+  // (never the page) says it changed.
+  let idEl = null;
+  let idSel = '';
+  let idValue = null;
+  const idWatch = new MutationObserver(() => {
+    idValue = null;
+  });
   function user() {
     const id = app && app.identity;
     if (!id) return '';
     try {
-      const el = document.querySelector(id.selector) || window.top.document.querySelector(id.selector);
-      if (!el) return '';
-      return clip(id.attribute ? el.getAttribute(id.attribute) : el.textContent);
+      if (!idEl || idSel !== id.selector || !idEl.isConnected) {
+        idSel = id.selector;
+        idValue = null;
+        idWatch.disconnect();
+        idEl = document.querySelector(id.selector) || window.top.document.querySelector(id.selector);
+        if (!idEl) return '';
+        if (id.attribute) idWatch.observe(idEl, { attributes: true, attributeFilter: [id.attribute] });
+        else idWatch.observe(idEl, { characterData: true, childList: true, subtree: true });
+      }
+      if (idValue === null) idValue = clip(id.attribute ? idEl.getAttribute(id.attribute) : idEl.textContent);
+      return idValue;
     } catch {
+      idEl = null;
       return '';
     }
   }
@@ -223,32 +346,142 @@
     }
   }
 
+  // Routine observations are queued in the listener and sent in one
+  // `observeBatch` per idle slice, over one long-lived port. A batch stays
+  // in `unacked` until the worker answers that it is committed; when the
+  // port goes down (the worker was stopped or evicted) every unacked batch
+  // is sent again with sendMessage, which starts a worker, and the next
+  // flush connects again. Before a held action's `guard`, everything queued
+  // is sent and acknowledged, so the worker records in page order.
+  const queue = [];
+  const unacked = new Map(); // batch id → {list, via: the port it was posted on, or null}
+  let port = null;
+  let nextBatch = 1;
+  let flushPending = false;
+  let drainWaiters = [];
+
+  function scheduleFlush() {
+    if (flushPending) return;
+    flushPending = true;
+    if (typeof requestIdleCallback === 'function') requestIdleCallback(flush, { timeout: FLUSH_TIMEOUT_MS });
+    else setTimeout(flush, 0);
+  }
+
+  function settled(id) {
+    unacked.delete(id);
+    if (unacked.size === 0 && queue.length === 0 && drainWaiters.length) {
+      const w = drainWaiters;
+      drainWaiters = [];
+      for (const f of w) f();
+    }
+  }
+
+  function resend(id, list, wait = 1000) {
+    const b = unacked.get(id);
+    if (b) b.via = null;
+    send({ t: 'observeBatch', obs: list }).then(
+      () => settled(id),
+      () => {
+        // Only when the extension is gone (nothing can take it) is a
+        // batch given up; otherwise try again, backing off to 30 s.
+        if (!live) settled(id);
+        else setTimeout(() => resend(id, list, Math.min(wait * 2, 30_000)), wait);
+      },
+    );
+  }
+
+  function openPort() {
+    if (port) return port;
+    try {
+      const p = chrome.runtime.connect({ name: PORT_NAME });
+      p.onMessage.addListener(function onAck(m) {
+        if (m && m.t === 'ack') settled(m.id);
+      });
+      p.onDisconnect.addListener(() => {
+        void chrome.runtime.lastError;
+        if (port === p) port = null;
+        for (const [id, b] of unacked) if (b.via === p) resend(id, b.list);
+      });
+      port = p;
+    } catch {
+      // The extension was reloaded or removed.
+      live = false;
+      port = null;
+    }
+    return port;
+  }
+
+  function flush() {
+    flushPending = false;
+    while (queue.length && live) {
+      const list = queue.splice(0, BATCH_MAX);
+      const id = nextBatch++;
+      const p = openPort();
+      unacked.set(id, { list, via: p });
+      try {
+        if (!p) throw new Error('no port');
+        p.postMessage({ t: 'observeBatch', id, obs: list });
+      } catch {
+        if (port === p) port = null;
+        resend(id, list);
+      }
+    }
+    if (!live) queue.length = 0;
+  }
+
+  /**
+   * Everything queued so far is committed by the worker, or DRAIN_MAX_MS
+   * passed (a held action is never stuck behind a worker that cannot
+   * answer; its `guard` then says so itself).
+   */
+  function drained() {
+    flush();
+    if (unacked.size === 0) return Promise.resolve();
+    return new Promise((r) => {
+      drainWaiters.push(r);
+      setTimeout(r, DRAIN_MAX_MS);
+    });
+  }
+
   let lastUrl = location.href;
 
-  function obs(kind, e, el, extra = {}) {
+  function obs(kind, e, el, fields = [], href = location.href) {
     return {
       kind,
-      url: topUrl(),
+      url: topUrl(href),
       user: user(),
       target: el ? target(el) : null,
       trusted: e ? e.isTrusted === true : true,
-      fields: [],
+      fields,
       action_id: null,
-      ...extra,
     };
   }
 
   function record(o) {
-    if (app === null) return;
-    send({ t: 'observe', obs: o }).catch(() => {});
+    if (app === null || !live) return;
+    queue.push(o);
+    scheduleFlush();
   }
 
+  // With the Navigation API, `currententrychange` reports every change of
+  // this document's URL (push/replaceState, hash, traversals) as it
+  // happens, so lastUrl is current and an event need not read location.
+  const NAV = !!(window.navigation && typeof window.navigation.addEventListener === 'function');
+  let urlTracked = false;
+
+  /** The current URL; records a route change not recorded yet. */
+  function here() {
+    return urlTracked ? lastUrl : checkUrl();
+  }
+
+  /** Records a route change the navigation events missed; returns location.href. */
   function checkUrl() {
     const u = location.href;
-    if (u === lastUrl) return;
+    if (u === lastUrl) return u;
     const from = lastUrl;
     lastUrl = u;
-    record(obs({ type: 'route_change', from }, null, null));
+    record(obs({ type: 'route_change', from }, null, null, [], u));
+    return u;
   }
 
   // --------------------------------------------------------------- holding
@@ -256,19 +489,24 @@
   let bypass = null; // {kind, el}: the one replay in flight
   const allowance = {}; // kind → until (ms): non-replayable actions allowed once
 
-  function guardFor(kind, el, t) {
+  let pathOf = ['', '/']; // [url, its path]: parsed once per URL
+  function guardFor(kind, el, t, url) {
     if (app === undefined) {
       // The table is not loaded yet (first milliseconds of the page): hold
       // what could be guarded and let the service worker decide.
       return kind === 'submit' || (kind === 'click' && el.closest(INTERACTIVE)) ? { response: 'unknown' } : null;
     }
     if (!app) return null;
-    let path = '/';
-    try {
-      path = new URL(topUrl()).pathname;
-    } catch {
-      path = location.pathname;
+    if (pathOf[0] !== url) {
+      let p = '/';
+      try {
+        p = new URL(url).pathname;
+      } catch {
+        p = location.pathname;
+      }
+      pathOf = [url, p];
     }
+    const path = pathOf[1];
     for (const g of app.guards) {
       if (!g.actions.has(kind)) continue;
       if (g.path && !g.path.test(path)) continue;
@@ -287,30 +525,47 @@
     return `a-${Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('')}`;
   }
 
-  function hold(e, o, replay, replayable) {
+  function hold(e, o, replay, replayable, el) {
     e.preventDefault();
     e.stopImmediatePropagation();
     o.action_id = newId();
     const wait = setTimeout(() => overlay.show({ mode: 'wait' }), 300);
-    send({ t: 'guard', obs: o }).then(
-      (d) => {
-        clearTimeout(wait);
-        decide(d ?? { response: 'log' }, replay, replayable);
-      },
-      () => {
-        clearTimeout(wait);
-        if (!live) {
-          // Extension gone: stay out of the way.
-          replay();
-          return;
-        }
-        overlay.show({
-          mode: 'notice',
-          title: 'This action could not be checked',
-          body: 'sessiontrail could not reach its service. Please try again in a moment.',
-        });
-      },
-    );
+    // Held before the table was loaded (a page that acts at once, e.g. a
+    // script clicking on load): describe the target again with the app's
+    // selectors, or the worker would classify it without them and let a
+    // guarded action through.
+    const described =
+      app === undefined && el
+        ? tableLoaded.then(() => {
+            if (app) {
+              o.target = target(el);
+              o.user = user();
+            }
+          })
+        : Promise.resolve();
+    // Everything queued before this action is recorded first (page order).
+    described
+      .then(drained)
+      .then(() => send({ t: 'guard', obs: o }))
+      .then(
+        (d) => {
+          clearTimeout(wait);
+          decide(d ?? { response: 'log' }, replay, replayable);
+        },
+        () => {
+          clearTimeout(wait);
+          if (!live) {
+            // Extension gone: stay out of the way.
+            replay();
+            return;
+          }
+          overlay.show({
+            mode: 'notice',
+            title: 'This action could not be checked',
+            body: 'sessiontrail could not reach its service. Please try again in a moment.',
+          });
+        },
+      );
   }
 
   function allowLater(kind) {
@@ -412,10 +667,10 @@
     const raw = element(e);
     if (!raw) return;
     if (bypassed('click', raw)) return;
-    checkUrl();
+    const href = here();
     const el = raw.closest(INTERACTIVE) || raw;
-    const o = obs({ type: 'click' }, e, el);
-    const g = guardFor('click', el, o.target);
+    const o = obs({ type: 'click' }, e, el, [], href);
+    const g = guardFor('click', el, o.target, o.url);
     if (!g) return record(o);
     const replay = () => {
       bypass = { kind: 'click', el };
@@ -426,7 +681,7 @@
       }
     };
     replay.kind = 'click';
-    hold(e, o, replay, true);
+    hold(e, o, replay, true, el);
   }
 
   function onSubmit(e) {
@@ -434,9 +689,9 @@
     const form = element(e);
     if (!form || form.localName !== 'form') return;
     if (bypassed('submit', form)) return;
-    checkUrl();
-    const o = obs({ type: 'submit' }, e, form, { fields: formFields(form) });
-    const g = guardFor('submit', form, o.target);
+    const href = here();
+    const o = obs({ type: 'submit' }, e, form, formFields(form), href);
+    const g = guardFor('submit', form, o.target, o.url);
     if (!g) return record(o);
     const submitter = e.submitter && e.submitter.form === form ? e.submitter : null;
     const replay = () => {
@@ -448,17 +703,17 @@
       }
     };
     replay.kind = 'submit';
-    hold(e, o, replay, true);
+    hold(e, o, replay, true, form);
   }
 
   function onChange(e) {
     if (!live || app === null) return;
     const el = element(e);
     if (!el || !/^(input|select|textarea)$/.test(el.localName)) return;
-    checkUrl();
+    const href = here();
     if (el.type === 'file') {
-      const o = obs({ type: 'upload', files: files(el.files) }, e, el);
-      const g = guardFor('upload', el, o.target);
+      const o = obs({ type: 'upload', files: files(el.files) }, e, el, [], href);
+      const g = guardFor('upload', el, o.target, o.url);
       if (g && !allowed('upload')) {
         // A chosen file cannot be held: clear it, ask, and let the user
         // choose it again if allowed.
@@ -471,16 +726,16 @@
       return record(o);
     }
     const fields = el.type === 'password' || !el.name ? [] : [{ name: el.name, value: String(el.value ?? '').slice(0, 4000), kind: fieldKind(el) }];
-    record(obs({ type: 'input' }, e, el, { fields }));
+    record(obs({ type: 'input' }, e, el, fields, href));
   }
 
   function onClipboard(e) {
     if (!live || app === null || overlay.owns(e)) return;
-    checkUrl();
+    const href = here();
     const el = element(e) || document.activeElement || document.body;
     const kind = e.type;
-    const o = obs({ type: kind }, e, el);
-    const g = guardFor(kind, el, o.target);
+    const o = obs({ type: kind }, e, el, [], href);
+    const g = guardFor(kind, el, o.target, o.url);
     if (!g || allowed(kind)) return record(o);
     const replay = () => {};
     replay.kind = kind;
@@ -493,7 +748,7 @@
     if (!list || list.length === 0) return;
     const el = element(e);
     const o = obs({ type: 'upload', files: files(list) }, e, el);
-    const g = el ? guardFor('upload', el, o.target) : null;
+    const g = el ? guardFor('upload', el, o.target, o.url) : null;
     if (!g || allowed('upload')) return record(o);
     const replay = () => {};
     replay.kind = 'upload';
@@ -517,11 +772,17 @@
   window.addEventListener('drop', onDrop, opts);
   window.addEventListener('beforeprint', onPrint, opts);
   window.addEventListener('popstate', checkUrl, opts);
+  // Leaving the page (navigation, tab close, back/forward cache): send
+  // what is queued now; a port message is on its way once posted.
+  window.addEventListener('pagehide', flush, opts);
+  document.addEventListener('visibilitychange', () => document.visibilityState === 'hidden' && flush(), opts);
   window.addEventListener('hashchange', checkUrl, opts);
-  if (window.navigation && typeof window.navigation.addEventListener === 'function') {
+  if (NAV) {
     // The Navigation API reports pushState/replaceState, traversals and
     // hash changes to the isolated world too; no page script is injected.
     window.navigation.addEventListener('navigatesuccess', checkUrl);
+    window.navigation.addEventListener('currententrychange', checkUrl);
+    urlTracked = NAV && lastUrl === location.href;
     window.navigation.addEventListener('navigate', () => setTimeout(checkUrl, 0));
   }
 

@@ -32,6 +32,15 @@ async function render() {
       if (a.guarded.length) {
         sub.append(li(`Actions that ask first or are refused: ${a.guarded.map((g) => `${g.title} (${g.response.replace('_', '-')})`).join('; ')}`, 'muted'));
       }
+      const s = status.sessions && status.sessions[a.id];
+      sub.append(
+        li(
+          s
+            ? `Session: since ${new Date(s.startedMs).toLocaleTimeString()}${s.user ? ` as ${s.user}` : ''}; session risk ${s.sessionRisk}.`
+            : 'Session: none recorded.',
+          s && s.sessionRisk >= 60 ? 'risk-high' : 'muted',
+        ),
+      );
       item.append(sub);
       apps.append(item);
     }
@@ -56,6 +65,18 @@ async function render() {
         ? `${app.name}: monitored. Session since ${new Date(s.startedMs).toLocaleTimeString()}${s.user ? ` as ${s.user}` : ''}; session risk ${s.sessionRisk}.`
         : `${app.name}: monitored. No session recorded yet.`;
       if (s && s.sessionRisk >= 60) text.className = 'risk-high';
+    }
+  }
+  const rules = document.getElementById('rules');
+  if (status && status.packs) {
+    rules.replaceChildren();
+    for (const p of status.packs) rules.append(li(`Rule pack ${p.id}, version ${p.version} (from ${p.origin}), verified against your organisation's keys.`));
+    if (!status.packs.length) rules.append(li('No rule pack in force: nothing is captured.'));
+    // A refused update is said plainly: the pack above stays in force.
+    for (const e of status.packErrors || []) {
+      rules.append(
+        li(`Refused a rule pack from ${e.origin} (${e.code || e.name}) at ${new Date(e.atMs).toLocaleTimeString()}: ${e.message}. The rules above stay in force.`, 'risk-high'),
+      );
     }
   }
   const agent = document.getElementById('agent');

@@ -673,6 +673,9 @@ async function writeStatus() {
 
 // ------------------------------------------------------------- dispatcher
 
+const OBSERVE_PORT = 'sessiontrail/observe';
+const OBSERVE_BATCH_MAX = 500;
+
 const fromExtensionPage = (sender) => sender?.id === chrome.runtime.id && !sender.tab && sender.url?.startsWith(chrome.runtime.getURL(''));
 
 /** The one dispatcher of the message contract (docs/extension.md). */
@@ -686,6 +689,16 @@ async function dispatch(msg, sender) {
       const r = await serial(() => recordObs(obs, { tabId }));
       if (r && HOLDING.has(r.response)) await reactUnheld(r, obs, tabId);
       return { ok: true, recorded: !!r };
+    }
+    case 'observeBatch': {
+      // Routine observations a content script queued (over its port, or
+      // sendMessage when the port went down). Queued into serial() all at
+      // once, so they are recorded in page order.
+      const list = Array.isArray(msg.obs) ? msg.obs.slice(0, OBSERVE_BATCH_MAX) : [];
+      const obsList = list.filter((o) => sameOrigin(o?.url, sender)).map((o) => observation(o, sender));
+      const rs = await Promise.all(obsList.map((obs) => serial(() => recordObs(obs, { tabId }))));
+      for (const [i, r] of rs.entries()) if (r && HOLDING.has(r.response)) await reactUnheld(r, obsList[i], tabId);
+      return { ok: obsList.length === list.length, recorded: rs.filter(Boolean).length, ...(obsList.length === list.length ? {} : { error: 'origin_mismatch' }) };
     }
     case 'guard': {
       if (!sameOrigin(msg.obs?.url, sender)) return { ok: false, response: 'block', error: 'origin_mismatch' };
@@ -776,6 +789,30 @@ async function reconfigure() {
 
 // ------------------------------------------------- top-level listeners
 
+// Content scripts send routine observations in batches over one port per
+// frame (content.js); each batch is acknowledged once dispatched, so a
+// content script resends what a stopped worker never answered.
+chrome.runtime.onConnect.addListener((port) => {
+  if (port.name !== OBSERVE_PORT || port.sender?.id !== chrome.runtime.id) {
+    port.disconnect();
+    return;
+  }
+  const ack = (id, ok) => {
+    try {
+      port.postMessage({ t: 'ack', id, ok });
+    } catch {
+      // The page went away; nothing is waiting for the answer.
+    }
+  };
+  port.onMessage.addListener((msg) => {
+    if (msg?.t !== 'observeBatch') return;
+    dispatch(msg, port.sender).then(
+      (r) => ack(msg.id, r.ok === true),
+      () => ack(msg.id, false),
+    );
+  });
+});
+
 chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   dispatch(msg, sender).then(sendResponse, (e) =>
     sendResponse({ ok: false, error: e?.name ?? 'Error', code: e?.code ?? '', message: e?.message ?? String(e) }),
@@ -853,6 +890,14 @@ chrome.downloads.onCreated.addListener((item) => {
 });
 
 // Debug and test handle (extension contexts only; pages cannot reach it).
-globalThis.sessiontrail = { whenReady, flush: (o) => whenReady().then(() => flush({ force: true, ...o })), status: () => whenReady().then(writeStatus), state: S, db };
+globalThis.sessiontrail = {
+  whenReady,
+  flush: (o) => whenReady().then(() => flush({ force: true, ...o })),
+  // What the `packs` alarm does, now (tests; an admin's "check for rules").
+  refreshPacks: () => whenReady().then(refreshPacks),
+  status: () => whenReady().then(writeStatus),
+  state: S,
+  db,
+};
 
 whenReady().catch(() => {});
