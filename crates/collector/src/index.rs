@@ -13,9 +13,13 @@ pub struct IndexFields {
     pub action: &'static str,
     /// JSON array of matching rule ids.
     pub rules: String,
+    /// The same rule ids, one per `event_rules` row.
+    pub rule_ids: Vec<String>,
     pub severity: Option<&'static str>,
     /// JSON array of compliance tags.
     pub tags: String,
+    /// The same tags, one per `event_tags` row.
+    pub tag_ids: Vec<String>,
     pub response: &'static str,
     pub url: String,
     /// The target's accessible name and visible text, for full-text search.
@@ -33,8 +37,10 @@ impl IndexFields {
             app: b.app.clone(),
             action: b.kind.action().as_str(),
             rules: json_list(&b.classification.rules),
+            rule_ids: b.classification.rules.clone(),
             severity: b.classification.severity.map(|s| s.as_str()),
             tags: json_list(&b.classification.tags),
+            tag_ids: b.classification.tags.clone(),
             response: b.decision.response.as_str(),
             url: b.url.clone(),
             target: b.target.as_ref().map(|t| {

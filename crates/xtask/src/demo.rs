@@ -16,7 +16,7 @@
 //! work, `justify`, `step_up`, `block`, `terminate`); the tour prints the
 //! session's timeline URL, exports and verifies its evidence bundle
 //! (`target/demo/evidence-<session>.zip`) and writes
-//! `docs/images/timeline.png`. Then it stops everything it started (the
+//! `target/demo/timeline.png`. Then it stops everything it started (the
 //! browser, the fixtures, the collector) and exits, keeping `target/demo/`
 //! (`--reuse` serves it again). Needs root, as the browser suites do.
 //!

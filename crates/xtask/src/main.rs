@@ -36,7 +36,7 @@ fn main() -> ExitCode {
                  commands:\n  \
                  test             install what is missing, then fmt, clippy, every test\n  \
                  bench <suite>    run a benchmark suite (core, collector, extension) [--quick]\n  \
-                 demo             run sessiontrail on the embedded default store\n  \
+                 demo             run sessiontrail on the embedded default store [--tour] [--reuse] [--port N]\n  \
                  install          only install the toolchain pieces and packages\n  \
                  package          build the extension, a signed CRX and an update manifest [--codebase URL]"
             );

@@ -64,7 +64,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
 CREATE INDEX IF NOT EXISTS events_user_time ON events(user, time_ms);
-CREATE INDEX IF NOT EXISTS events_app_time ON events(app, time_ms);
 CREATE INDEX IF NOT EXISTS events_severity ON events(severity, time_ms) WHERE severity IS NOT NULL;
 
 -- Sequence ranges a device never delivered. `filled` counts late records
@@ -129,15 +128,22 @@ CREATE TABLE IF NOT EXISTS rulepacks (
 );
 
 -- Search (crates/collector/src/store/search.rs). Events are append-only
--- (never updated or deleted), so insert triggers keep these complete
--- without any code in the ingest path.
+-- (never updated or deleted). The writer fills these tables in the same
+-- transaction that stores the events (store/sqlite.rs: `SearchRows`, rule
+-- and tag rows per job from values decoded before the writer, and
+-- `index_full_text`, the FTS5 rows of a whole group commit in one
+-- statement before COMMIT), so an acknowledged event is searchable.
 --
 -- Free text over the URL and the target's name/text. External content: the
--- text stays in `events`; this table holds only the full-text index.
+-- text stays in `events`; this table holds only the full-text index. No
+-- prefix indexes (each added index entries per token): a prefix query
+-- `"word"*` walks the term range of the main index instead. No per-row
+-- column sizes (`columnsize=0`): they only serve bm25 ranking, which search
+-- does not use.
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     url, target,
     content = 'events', content_rowid = 'leaf_index',
-    tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3'
+    tokenize = 'unicode61 remove_diacritics 2', columnsize = 0
 );
 -- Rule ids and compliance tags, one row per (value, event), so the rule and
 -- tag filters are index lookups instead of JSON scans.
@@ -151,25 +157,17 @@ CREATE TABLE IF NOT EXISTS event_tags (
     leaf_index INTEGER NOT NULL,
     PRIMARY KEY (tag, leaf_index)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS events_search_ai AFTER INSERT ON events WHEN NEW.body_ok BEGIN
-    INSERT INTO events_fts (rowid, url, target) VALUES (NEW.leaf_index, NEW.url, NEW.target);
-    INSERT OR IGNORE INTO event_rules (rule, leaf_index)
-        SELECT value, NEW.leaf_index FROM json_each(NEW.rules);
-    INSERT OR IGNORE INTO event_tags (tag, leaf_index)
-        SELECT value, NEW.leaf_index FROM json_each(NEW.tags);
-END;
-CREATE INDEX IF NOT EXISTS events_action_time ON events(action, time_ms);
-CREATE INDEX IF NOT EXISTS events_response_time ON events(response, time_ms);
+-- A store from before this layout indexed through a trigger; the writer
+-- does it now, so the trigger must not index twice.
+DROP TRIGGER IF EXISTS events_search_ai;
+-- Action and decision filters. Partial: the high-volume values (plain
+-- interaction kinds; the `log` decision, ~90% of events) are not indexed. A
+-- filter on one of them walks `events_time` newest first and meets matches
+-- at once; a filter on any other value names the same predicate (search.rs,
+-- `ACTION_INDEXED` / `RESPONSE_INDEXED`) so the planner can use these.
+CREATE INDEX IF NOT EXISTS events_action_time ON events(action, time_ms)
+    WHERE action NOT IN ('click', 'input', 'response_resolved', 'route_change');
+CREATE INDEX IF NOT EXISTS events_response_time ON events(response, time_ms)
+    WHERE response <> 'log';
 -- Session timelines and the session list of a user in an app.
 CREATE INDEX IF NOT EXISTS events_session ON events(user, app, session, time_ms);
--- A store created before these existed is indexed once, on first open.
-CREATE TABLE IF NOT EXISTS search_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
-INSERT INTO events_fts (events_fts)
-    SELECT 'rebuild' WHERE NOT EXISTS (SELECT 1 FROM search_meta WHERE k = 'index_v1');
-INSERT OR IGNORE INTO event_rules (rule, leaf_index)
-    SELECT j.value, e.leaf_index FROM events e, json_each(e.rules) j
-    WHERE e.body_ok AND NOT EXISTS (SELECT 1 FROM search_meta WHERE k = 'index_v1');
-INSERT OR IGNORE INTO event_tags (tag, leaf_index)
-    SELECT j.value, e.leaf_index FROM events e, json_each(e.tags) j
-    WHERE e.body_ok AND NOT EXISTS (SELECT 1 FROM search_meta WHERE k = 'index_v1');
-INSERT OR IGNORE INTO search_meta (k, v) VALUES ('index_v1', 1);

@@ -6,8 +6,9 @@
 //! Everything here only reads, except [`SearchStore::sign_note`], which
 //! signs with the log key and stores nothing. Every value that comes from a
 //! request is a bound parameter; the SQL text is assembled only from fixed
-//! fragments. Index maintenance (FTS5, rule and tag tables) is done by
-//! triggers in `schema.sql`, so ingest needs no code for it.
+//! fragments. The search tables (FTS5, rule and tag tables) are filled by
+//! the store's writer in the transaction that stores the events
+//! (`SearchRows` in `sqlite.rs`).
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
@@ -300,6 +301,21 @@ fn finish_row(raw: RawRow) -> Result<EventRow, StoreError> {
     })
 }
 
+/// The predicates of the partial indexes `events_action_time` and
+/// `events_response_time` (schema.sql), with the `e.` alias of the search
+/// queries. Added to a query whose action or decision filter is a value
+/// those indexes hold, so the planner may use them.
+const ACTION_INDEXED: &str =
+    "e.action NOT IN ('click', 'input', 'response_resolved', 'route_change')";
+const RESPONSE_INDEXED: &str = "e.response <> 'log'";
+/// Actions `events_action_time` leaves out: high-volume kinds.
+const ACTION_UNINDEXED: [ActionKind; 4] = [
+    ActionKind::Click,
+    ActionKind::Input,
+    ActionKind::ResponseResolved,
+    ActionKind::RouteChange,
+];
+
 /// Severities at or above `min`, as stored.
 fn severities_from(min: Severity) -> Vec<&'static str> {
     Severity::ALL
@@ -332,6 +348,12 @@ fn where_clause(f: &EventFilter) -> (String, Vec<Value>) {
         &f.decision.map(|r| r.as_str().to_owned()),
         &mut sql,
     );
+    if f.action.is_some_and(|a| !ACTION_UNINDEXED.contains(&a)) {
+        sql.push(ACTION_INDEXED.to_owned());
+    }
+    if f.decision.is_some_and(|r| r != Response::Log) {
+        sql.push(RESPONSE_INDEXED.to_owned());
+    }
     if let Some(min) = f.min_severity {
         let mut ph = Vec::new();
         for s in severities_from(min) {
@@ -710,6 +732,30 @@ impl SearchStore for SqliteStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_index_predicates_match_the_schema() {
+        let schema = include_str!("schema.sql");
+        for p in [ACTION_INDEXED, RESPONSE_INDEXED] {
+            let bare = p.replace("e.", "");
+            assert!(schema.contains(&format!("WHERE {bare};")), "{bare}");
+        }
+        for a in ACTION_UNINDEXED {
+            assert!(ACTION_INDEXED.contains(&format!("'{}'", a.as_str())));
+        }
+        let (sql, _) = where_clause(&EventFilter {
+            action: Some(ActionKind::Download),
+            decision: Some(Response::Block),
+            ..EventFilter::default()
+        });
+        assert!(sql.contains(ACTION_INDEXED) && sql.contains(RESPONSE_INDEXED));
+        let (sql, _) = where_clause(&EventFilter {
+            action: Some(ActionKind::Click),
+            decision: Some(Response::Log),
+            ..EventFilter::default()
+        });
+        assert!(!sql.contains(ACTION_INDEXED) && !sql.contains(RESPONSE_INDEXED));
+    }
 
     #[test]
     fn filters_are_bound_never_spliced() {

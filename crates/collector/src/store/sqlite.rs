@@ -134,7 +134,7 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA temp_store = MEMORY;
          PRAGMA mmap_size = 1073741824;",
     )?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -361,6 +361,15 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx) {
                 continue;
             }
         };
+        // The group's events get their full-text rows in one statement just
+        // before the commit (see `index_full_text`).
+        let first_leaf = match next_leaf(&tx) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the log size");
+                continue;
+            }
+        };
         let mut finishers = Vec::with_capacity(jobs.len());
         // An unisolated job failed: the group is rolled back as a whole.
         let mut poisoned = false;
@@ -398,7 +407,16 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx) {
             }
             Err(StoreError::Busy)
         } else {
-            tx.commit().map_err(StoreError::from)
+            match index_full_text(&tx, first_leaf) {
+                Ok(()) => tx.commit().map_err(StoreError::from),
+                Err(e) => {
+                    tracing::error!(error = %e, "full-text indexing failed; the group was rolled back");
+                    if let Err(e) = tx.rollback() {
+                        tracing::error!(error = %e, "rollback failed");
+                    }
+                    Err(e)
+                }
+            }
         };
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
@@ -589,6 +607,100 @@ fn insert_event(
     Ok(())
 }
 
+/// Full-text rows (`events_fts`) for every indexable event stored from leaf
+/// `first` on: the events of one group commit, in one statement, run by the
+/// writer just before the commit, so what is acknowledged is searchable.
+///
+/// One statement per commit matters: SQLite opens a statement savepoint
+/// around every statement that writes a virtual table inside a transaction,
+/// and FTS5 flushes its pending terms to a new on-disk segment at each
+/// savepoint. Per-row inserts (the old trigger) or per-job inserts wrote
+/// many tiny segments per commit, each journaled and then merged again;
+/// this writes one segment per commit.
+fn index_full_text(tx: &Transaction<'_>, first: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO events_fts (rowid, url, target)
+         SELECT leaf_index, url, target FROM events WHERE leaf_index >= ?1 AND body_ok",
+    )?
+    .execute([first])?;
+    Ok(())
+}
+
+/// The rule and tag rows of stored events (`event_rules`, `event_tags`),
+/// written in the job that stores the events, from values decoded before
+/// the writer.
+#[derive(Default)]
+struct SearchRows<'a> {
+    rules: Vec<(&'a str, i64)>,
+    tags: Vec<(&'a str, i64)>,
+}
+
+impl<'a> SearchRows<'a> {
+    fn push(&mut self, leaf: i64, f: &'a IndexFields) {
+        self.rules
+            .extend(f.rule_ids.iter().map(|r| (r.as_str(), leaf)));
+        self.tags
+            .extend(f.tag_ids.iter().map(|t| (t.as_str(), leaf)));
+    }
+
+    fn insert(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let pair = |st: &mut rusqlite::Statement<'_>, at: usize, &(v, leaf): &(&str, i64)| {
+            st.raw_bind_parameter(at, v)?;
+            st.raw_bind_parameter(at + 1, leaf)
+        };
+        multi_insert(
+            tx,
+            "INSERT OR IGNORE INTO event_rules (rule, leaf_index) VALUES ",
+            &self.rules,
+            pair,
+            2,
+        )?;
+        multi_insert(
+            tx,
+            "INSERT OR IGNORE INTO event_tags (tag, leaf_index) VALUES ",
+            &self.tags,
+            pair,
+            2,
+        )?;
+        Ok(())
+    }
+}
+
+/// Inserts `rows` with multi-row INSERTs of 64, 16, 4 or 1 rows (`head` is
+/// the statement up to `VALUES `; each size is prepared once and cached).
+fn multi_insert<T>(
+    conn: &Connection,
+    head: &str,
+    rows: &[T],
+    bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+    cols: usize,
+) -> Result<(), StoreError> {
+    let one = format!("({})", vec!["?"; cols].join(","));
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = NODE_CHUNKS
+            .into_iter()
+            .find(|&c| c <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut sql = String::with_capacity(head.len() + n * (one.len() + 1));
+        sql.push_str(head);
+        for i in 0..n {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&one);
+        }
+        let mut st = conn.prepare_cached(&sql)?;
+        for (i, row) in chunk.iter().enumerate() {
+            bind(&mut st, i * cols + 1, row)?;
+        }
+        st.raw_execute()?;
+    }
+    Ok(())
+}
+
 /// Signs `action` on the collector's own chain and records it, inside `tx`;
 /// returns the record's leaf index.
 pub(super) fn append_audit(
@@ -617,15 +729,19 @@ pub(super) fn append_audit(
     let ev = signer.sign(now_ms, &body);
     let leaf = next_leaf(tx)?;
     let hashes = RecordHashes::of(&ev);
+    let fields = IndexFields::from_body(&body);
     insert_event(
         tx,
         ctx.collector_id,
         &ev,
         &hashes.record,
-        Some(&IndexFields::from_body(&body)),
+        Some(&fields),
         now_ms,
         leaf,
     )?;
+    let mut search = SearchRows::default();
+    search.push(leaf, &fields);
+    search.insert(tx)?;
     log_append(tx, leaf, &[hashes.leaf])?;
     tx.execute(
         "UPDATE devices SET high_water = ?1, tip_hash = ?2 WHERE id = ?3",
@@ -794,6 +910,7 @@ fn ingest_tx(
     let mut tip: Option<(u64, Hash)> = None;
     let first_leaf = next_leaf(tx)?;
     let mut leaves: Vec<Hash> = Vec::with_capacity(plan.accept.len());
+    let mut search = SearchRows::default();
     for (leaf, &i) in (first_leaf..).zip(&plan.accept) {
         let r = &batch.records[i];
         let (Ok(ev), Some(h)) = (&r.record, &r.hashes) else {
@@ -808,11 +925,15 @@ fn ingest_tx(
             received_ms,
             leaf,
         )?;
+        if let Some(f) = &r.index {
+            search.push(leaf, f);
+        }
         leaves.push(h.leaf);
         if ev.seq() == plan.high_water {
             tip = Some((ev.seq(), h.record));
         }
     }
+    search.insert(tx)?;
     log_append(tx, first_leaf, &leaves)?;
     for g in &plan.new_gaps {
         tx.prepare_cached(
@@ -1173,5 +1294,117 @@ impl Store for SqliteStore {
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use sessiontrail_core::event::{Classification, EventBody, EventKind};
+    use sessiontrail_core::{ChainTip, DeviceSigner, KeyStatus};
+
+    use super::*;
+    use crate::store::{Enrollment, NewToken, Role};
+
+    /// Every stored event is in the full-text index, rule and tag tables
+    /// when its write is acknowledged: ingest and admin records alike,
+    /// several jobs per group commit included.
+    #[test]
+    fn acknowledged_events_are_indexed_for_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+        let admin = Actor("admin".into());
+        store
+            .create_token(
+                NewToken {
+                    id: "enroll".into(),
+                    secret_hash: [7; 32],
+                    role: Role::Enroll,
+                    expires_ms: None,
+                    max_uses: None,
+                    group: None,
+                },
+                &admin,
+            )
+            .unwrap();
+        let mut devices = Vec::new();
+        for d in 0..4u8 {
+            let seed = [d + 1; 32];
+            let signer = DeviceSigner::new(&seed, ChainTip::GENESIS);
+            let dev = store
+                .enroll(Enrollment {
+                    token_id: "enroll".into(),
+                    presented_hash: [7; 32],
+                    device_key: signer.public_key(),
+                    user: format!("u{d}@acme.test"),
+                    device_name: format!("d{d}"),
+                    claims: serde_json::json!({}),
+                    credential: NewToken {
+                        id: format!("dev{d}"),
+                        secret_hash: [d; 32],
+                        role: Role::Device,
+                        expires_ms: None,
+                        max_uses: None,
+                        group: None,
+                    },
+                    now_ms: 1,
+                })
+                .unwrap()
+                .unwrap();
+            devices.push((signer, dev.id));
+        }
+        // Concurrent batches, so the writer groups several jobs per commit.
+        let handles: Vec<_> = devices
+            .into_iter()
+            .map(|(mut signer, id)| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for b in 0..3 {
+                        let events: Vec<_> = (0..20)
+                            .map(|i| {
+                                let mut body =
+                                    EventBody::lifecycle(EventKind::Click, "u@acme.test", "hr");
+                                body.url = format!("https://hr.acme.test/payroll/{id}/{b}/{i}");
+                                body.classification = Classification {
+                                    rules: vec!["hr.bank-change".into()],
+                                    tags: vec!["sox:itgc-ac".into(), "soc2:cc6.2".into()],
+                                    ..Classification::default()
+                                };
+                                signer.sign(1_000 + i, &body)
+                            })
+                            .collect();
+                        let bytes = sessiontrail_core::batch::encode(&events);
+                        let key = signer.public_key();
+                        let verified =
+                            crate::ingest::verify(key, KeyStatus::Enrolled, &bytes).unwrap();
+                        let out = store.ingest(id, verified, 2).unwrap().unwrap();
+                        assert_eq!(out.accepted, 20);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        store
+            .read(|c| {
+                let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+                assert_eq!(count("SELECT COUNT(*) FROM events WHERE body_ok"), 4 * 60 + 5);
+                // The external-content index matches `events` exactly.
+                c.execute_batch("PRAGMA query_only = OFF; INSERT INTO events_fts (events_fts) VALUES ('integrity-check'); PRAGMA query_only = ON")?;
+                assert_eq!(
+                    count("SELECT COUNT(*) FROM events_fts WHERE events_fts MATCH '\"payroll\"'"),
+                    240
+                );
+                assert_eq!(
+                    count("SELECT COUNT(*) FROM events_fts WHERE events_fts MATCH '\"device.enroll\"'"),
+                    4
+                );
+                assert_eq!(count("SELECT COUNT(*) FROM event_rules"), 240);
+                assert_eq!(count("SELECT COUNT(*) FROM event_tags"), 480);
+                Ok(())
+            })
+            .unwrap();
     }
 }
