@@ -43,19 +43,16 @@
 // --quick: fewer repetitions and clicks; the same fields.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 
+import { EXT_DIR, ROOT, extensionPolicy, signDemoPack } from '../e2e/collector.mjs';
 import { canWriteManagedPolicy, launchBrowser, loginByCookie, startFixtures, waitFor } from '../e2e/harness.mjs';
 import { connectCdp } from './cdp.mjs';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const EXT_DIR = join(ROOT, 'target/extension');
 const WASM = join(EXT_DIR, 'extension/pkg/sessiontrail_wasm_bg.wasm');
 const OUT = join(ROOT, 'target/bench/extension.json');
 const QUICK = process.argv.includes('--quick');
@@ -94,14 +91,8 @@ if (!canWriteManagedPolicy()) {
 }
 
 const work = mkdtempSync(join(tmpdir(), 'sessiontrail-bench-'));
-const packFile = join(work, 'acme.strp');
-const signed = spawnSync(
-  'cargo',
-  ['run', '-q', '-p', 'sessiontrail-wasm', '--example', 'sign_pack', '--', 'rulepacks/demo/acme.toml', randomBytes(32).toString('hex'), packFile],
-  { cwd: ROOT, encoding: 'utf8' },
-);
-if (signed.status !== 0) throw new Error(`sign_pack failed: ${signed.stderr}`);
-const adminKey = signed.stdout.trim();
+// A fresh admin key: the demo pack signed for this run only.
+const { adminKey, blob: packBlob } = signDemoPack(work);
 
 const require = createRequire(import.meta.url);
 // The package's exports map hides dist/; resolve the entry, then its sibling.
@@ -137,12 +128,7 @@ try {
   ext = await launchBrowser({
     extensionDir: EXT_DIR,
     // No collector: events queue in IndexedDB; shipping is not what this measures.
-    policy: {
-      adminPublicKeys: [adminKey],
-      bootstrapRulePacks: [readFileSync(packFile).toString('base64')],
-      identity: { source: 'page' },
-      maskKey: randomBytes(32).toString('hex'),
-    },
+    policy: extensionPolicy({ adminKey, packs: [packBlob] }),
     args: ['--remote-debugging-port=0'],
   });
   plain = await launchBrowser({});

@@ -8,82 +8,24 @@
 // verified against the pinned admin key exactly like a fetched pack.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { createPublicKey, verify as edVerify, createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  DEMO_PASSWORD, canWriteManagedPolicy, launchBrowser, login, requestsMatching, startFixtures, waitFor,
+  EXT_DIR, buildCollectorIfMissing, createCredentials, extensionPolicy, extensionSkipReason, flushUntilStored,
+  signDemoPack, startCollector,
+} from './collector.mjs';
+import {
+  DEMO_PASSWORD, launchBrowser, login, requestsMatching, startFixtures, waitFor,
 } from './harness.mjs';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const EXT_DIR = join(ROOT, 'target/extension');
-const COLLECTOR_BIN = join(ROOT, 'target/debug/sessiontrail');
 const ADMIN_SEED = randomBytes(32).toString('hex');
 
-const skip = !canWriteManagedPolicy()
-  ? 'needs root: Chromium reads managed policy only from /etc/chromium/policies/managed'
-  : !existsSync(join(EXT_DIR, 'manifest.json'))
-    ? 'the extension is not staged: run `cargo xtask package` (or `cargo xtask test`)'
-    : false;
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
-  });
-}
-
-function run(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
-  return r.stdout.trim();
-}
-
-/** Decodes the core batch format (docs/formats.md) into record buffers. */
-function decodeBatch(buf) {
-  assert.equal(buf.subarray(0, 4).toString('latin1'), 'STBA');
-  const body = buf.subarray(0, buf.length - 32);
-  assert.deepEqual(createHash('sha256').update(body).digest(), buf.subarray(buf.length - 32));
-  const n = buf.readUInt32BE(8);
-  const out = [];
-  let at = 12;
-  for (let i = 0; i < n; i++) {
-    const len = buf.readUInt32BE(at);
-    out.push(buf.subarray(at + 4, at + 4 + len));
-    at += 4 + len;
-  }
-  return out;
-}
-
-/** An independent check of one record (Node crypto only). */
-function parseRecord(rec) {
-  assert.equal(rec.subarray(0, 4).toString('latin1'), 'STEV');
-  const key = rec.subarray(6, 38);
-  const seq = rec.readBigUInt64BE(38);
-  const prev = rec.subarray(46, 78);
-  const n = rec.readUInt32BE(86);
-  assert.equal(rec.length, 90 + n + 64);
-  const pub = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: key.toString('base64url') }, format: 'jwk' });
-  const ok = edVerify(null, rec.subarray(0, 90 + n), pub, rec.subarray(90 + n));
-  return {
-    key: key.toString('hex'),
-    seq,
-    prev: prev.toString('hex'),
-    hash: createHash('sha256').update(rec).digest('hex'),
-    sigOk: ok,
-    body: JSON.parse(rec.subarray(90, 90 + n).toString('utf8')),
-  };
-}
+const skip = extensionSkipReason();
 
 describe('extension: capture, sign, ship, block', { skip, timeout: 240_000 }, () => {
   let fx;
@@ -92,69 +34,24 @@ describe('extension: capture, sign, ship, block', { skip, timeout: 240_000 }, ()
   let dataDir;
   let base;
   let auditor;
-  let packB64;
-  let adminKey;
 
-  async function records(deviceKey) {
-    const res = await fetch(`${base}/v1/devices/${deviceKey}/records?limit=10000`, { headers: { authorization: `Bearer ${auditor}` } });
-    if (res.status === 204) return [];
-    assert.equal(res.status, 200, await res.clone().text());
-    return decodeBatch(Buffer.from(await res.arrayBuffer())).map(parseRecord);
-  }
-
-  async function flushAndWait(sw, predicate, message) {
-    let last = [];
-    return waitFor(
-      async () => {
-        await sw.evaluate(() => globalThis.sessiontrail.flush());
-        const key = await sw.evaluate(() => globalThis.sessiontrail.state.agent.publicKey());
-        last = await records(key).catch(() => []);
-        return predicate(last) ? last : null;
-      },
-      { timeout: 20_000, interval: 500, message },
-    ).catch(async (e) => {
-      const st = await sw.evaluate(() => globalThis.sessiontrail.status());
-      const kinds = last.map((r) => `${r.seq}:${r.body.kind.type}:${r.body.decision.response}`).join(' ');
-      throw new Error(`${e.message}\nstatus: ${JSON.stringify({ queue: st.queue, upload: st.upload, packErrors: st.packErrors, last: st.lastResponse })}\nrecords: ${kinds}`);
-    });
-  }
+  /** Flushes the worker until the collector holds records satisfying `predicate`. */
+  const flushAndWait = (sw, predicate, message) => flushUntilStored(sw, { base, auditor }, predicate, { interval: 500, message });
 
   before(async () => {
-    if (!existsSync(COLLECTOR_BIN)) run('cargo', ['build', '-q', '-p', 'sessiontrail-collector', '--bin', 'sessiontrail']);
+    buildCollectorIfMissing();
     dataDir = await mkdtemp(join(tmpdir(), 'sessiontrail-collector-'));
-    const enrollToken = run(COLLECTOR_BIN, ['enroll-token', 'create', '--data-dir', dataDir, '--uses', '5']);
-    auditor = run(COLLECTOR_BIN, ['token', 'create', '--role', 'auditor', '--data-dir', dataDir]);
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    collector = spawn(COLLECTOR_BIN, ['serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
-      cwd: ROOT,
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, SESSIONTRAIL_LOG: 'warn' },
-    });
-    let stderr = '';
-    collector.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, {
-      timeout: 15_000,
-      message: `collector on ${base} (${stderr})`,
-    });
+    let enrollToken;
+    ({ enrollToken, auditor } = createCredentials(dataDir));
+    collector = await startCollector(dataDir);
+    base = collector.base;
 
-    const packFile = join(dataDir, 'acme.strp');
-    adminKey = run('cargo', ['run', '-q', '-p', 'sessiontrail-wasm', '--example', 'sign_pack', '--', 'rulepacks/demo/acme.toml', ADMIN_SEED, packFile]);
-    packB64 = readFileSync(packFile).toString('base64');
+    const { adminKey, blob } = signDemoPack(dataDir, ADMIN_SEED);
 
     fx = await startFixtures();
     browser = await launchBrowser({
       extensionDir: EXT_DIR,
-      policy: {
-        collectorUrl: base,
-        enrollmentToken: enrollToken,
-        adminPublicKeys: [adminKey],
-        bootstrapRulePacks: [packB64],
-        identity: { source: 'page' },
-        maskKey: randomBytes(32).toString('hex'),
-      },
+      policy: extensionPolicy({ collectorUrl: base, enrollmentToken: enrollToken, adminKey, packs: [blob] }),
     });
     browser.ctx.setDefaultTimeout(10_000);
     // The pack is applied and the content script registered.
@@ -167,7 +64,7 @@ describe('extension: capture, sign, ship, block', { skip, timeout: 240_000 }, ()
   after(async () => {
     await browser?.close();
     await fx?.close();
-    collector?.kill('SIGTERM');
+    await collector?.kill('SIGTERM');
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 

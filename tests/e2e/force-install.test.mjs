@@ -14,21 +14,17 @@
 // it loads an unpacked extension).
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { canWriteManagedPolicy, extensionIdForDir, launchBrowser, waitFor, waitForServiceWorker } from './harness.mjs';
+import { EXT_DIR, ROOT, buildCollectorIfMissing, collectorProcess, freePort } from './collector.mjs';
+import { canWriteManagedPolicy, extensionIdForDir, launchBrowser, waitForServiceWorker } from './harness.mjs';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 const DIST = join(ROOT, 'target/dist');
-const EXT_DIR = join(ROOT, 'target/extension');
-const COLLECTOR_BIN = join(ROOT, 'target/debug/sessiontrail');
 
 function distFiles() {
   if (!existsSync(join(DIST, 'updates.xml'))) return null;
@@ -46,17 +42,6 @@ const skip = !canWriteManagedPolicy()
   : !dist
     ? 'no packaged extension: run `cargo xtask package` (target/dist/updates.xml + CRX)'
     : false;
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
-  });
-}
 
 /** The gupdate manifest for this server: same app id and version, codebase here. */
 function updateManifest(base) {
@@ -76,27 +61,20 @@ describe('force-install from the collector-served update manifest', { skip, time
 
   /** The collector on a data dir holding dist/, if this build serves it. */
   async function startCollector() {
-    if (!existsSync(COLLECTOR_BIN)) {
-      const r = spawnSync('cargo', ['build', '-q', '-p', 'sessiontrail-collector', '--bin', 'sessiontrail'], { cwd: ROOT, stdio: 'inherit' });
-      if (r.status !== 0) return null;
+    try {
+      buildCollectorIfMissing();
+    } catch {
+      return null;
     }
     dataDir = await mkdtemp(join(tmpdir(), 'sessiontrail-collector-'));
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
+    const collector = collectorProcess(dataDir, await freePort());
+    const { base } = collector;
     mkdirSync(join(dataDir, 'dist'));
     writeFileSync(join(dataDir, 'dist', 'updates.xml'), updateManifest(base));
     writeFileSync(join(dataDir, 'dist', dist.crxName), dist.crx);
-    const child = spawn(COLLECTOR_BIN, ['serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
-      cwd: ROOT,
-      stdio: ['ignore', 'ignore', 'ignore'],
-      env: { ...process.env, SESSIONTRAIL_LOG: 'warn' },
-    });
-    const close = async () => {
-      child.kill('SIGTERM');
-      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
-    };
+    const close = () => collector.kill('SIGTERM');
     try {
-      await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, { timeout: 15_000, message: 'collector health' });
+      await collector.start();
       const xml = await fetch(`${base}/updates.xml`);
       const crx = await fetch(`${base}/extension/${dist.crxName}`);
       if (xml.status === 200 && (await xml.text()).includes(dist.appid) && crx.status === 200 && Buffer.from(await crx.arrayBuffer()).equals(dist.crx)) {

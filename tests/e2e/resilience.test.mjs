@@ -22,112 +22,23 @@
 // (the worker sees a network error, as with no relay).
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { createHash, createPublicKey, randomBytes, verify as edVerify } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { canWriteManagedPolicy, launchBrowser, login, stopServiceWorker, waitFor, waitForServiceWorker } from './harness.mjs';
+import {
+  EXT_DIR, buildCollectorIfMissing, createCredentials, decodeBatch, extensionPolicy, extensionSkipReason, parseRecord,
+  signDemoPack, startCollector,
+} from './collector.mjs';
+import { launchBrowser, login, stopServiceWorker, waitFor, waitForServiceWorker } from './harness.mjs';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const EXT_DIR = join(ROOT, 'target/extension');
-const COLLECTOR_BIN = join(ROOT, 'target/debug/sessiontrail');
 const ADMIN_SEED = randomBytes(32).toString('hex');
 const CELL = 'table#customers tbody tr td:nth-child(3)';
 
-const skip = !canWriteManagedPolicy()
-  ? 'needs root: Chromium reads managed policy only from /etc/chromium/policies/managed'
-  : !existsSync(join(EXT_DIR, 'manifest.json'))
-    ? 'the extension is not staged: run `cargo xtask package` (or `cargo xtask test`)'
-    : false;
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
-  });
-}
-
-function run(cmd, args) {
-  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
-  return r.stdout.trim();
-}
-
-/** Decodes the core batch format (docs/formats.md) into record buffers. */
-function decodeBatch(buf) {
-  assert.equal(buf.subarray(0, 4).toString('latin1'), 'STBA');
-  const body = buf.subarray(0, buf.length - 32);
-  assert.deepEqual(createHash('sha256').update(body).digest(), buf.subarray(buf.length - 32));
-  const n = buf.readUInt32BE(8);
-  const out = [];
-  let at = 12;
-  for (let i = 0; i < n; i++) {
-    const len = buf.readUInt32BE(at);
-    out.push(buf.subarray(at + 4, at + 4 + len));
-    at += 4 + len;
-  }
-  return out;
-}
-
-/** An independent check of one record (Node crypto only). */
-function parseRecord(rec) {
-  assert.equal(rec.subarray(0, 4).toString('latin1'), 'STEV');
-  const key = rec.subarray(6, 38);
-  const n = rec.readUInt32BE(86);
-  assert.equal(rec.length, 90 + n + 64);
-  const pub = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: key.toString('base64url') }, format: 'jwk' });
-  return {
-    key: key.toString('hex'),
-    seq: rec.readBigUInt64BE(38),
-    prev: rec.subarray(46, 78).toString('hex'),
-    hash: createHash('sha256').update(rec).digest('hex'),
-    sigOk: edVerify(null, rec.subarray(0, 90 + n), pub, rec.subarray(90 + n)),
-    body: JSON.parse(rec.subarray(90, 90 + n).toString('utf8')),
-  };
-}
-
-/** The collector as a child process on a fixed data dir and port. */
-function collectorProcess(dataDir, port) {
-  const base = `http://127.0.0.1:${port}`;
-  let child = null;
-  let stderr = '';
-  return {
-    base,
-    async start() {
-      stderr = '';
-      child = spawn(COLLECTOR_BIN, ['serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
-        cwd: ROOT,
-        stdio: ['ignore', 'ignore', 'pipe'],
-        env: { ...process.env, SESSIONTRAIL_LOG: 'warn' },
-      });
-      child.stderr.on('data', (d) => {
-        stderr += d;
-      });
-      await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, {
-        timeout: 15_000,
-        message: `collector on ${base} (${stderr})`,
-      });
-    },
-    /** SIGKILL: the process dies without any shutdown work. */
-    async kill(signal = 'SIGKILL') {
-      if (!child || child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill(signal);
-      await exited;
-      child = null;
-    },
-  };
-}
+const skip = extensionSkipReason();
 
 /**
  * An HTTP relay in front of the collector. `hold` decides what happens to
@@ -264,28 +175,19 @@ describe('extension: nothing lost, nothing duplicated (collector outage, worker 
   }
 
   before(async () => {
-    if (!existsSync(COLLECTOR_BIN)) run('cargo', ['build', '-q', '-p', 'sessiontrail-collector', '--bin', 'sessiontrail']);
+    buildCollectorIfMissing();
     dataDir = await mkdtemp(join(tmpdir(), 'sessiontrail-collector-'));
-    const enrollToken = run(COLLECTOR_BIN, ['enroll-token', 'create', '--data-dir', dataDir, '--uses', '5']);
-    auditor = run(COLLECTOR_BIN, ['token', 'create', '--role', 'auditor', '--data-dir', dataDir]);
-    collector = collectorProcess(dataDir, await freePort());
-    await collector.start();
+    let enrollToken;
+    ({ enrollToken, auditor } = createCredentials(dataDir));
+    collector = await startCollector(dataDir);
     relay = await startRelay(Number(new URL(collector.base).port));
 
-    const packFile = join(dataDir, 'acme.strp');
-    const adminKey = run('cargo', ['run', '-q', '-p', 'sessiontrail-wasm', '--example', 'sign_pack', '--', 'rulepacks/demo/acme.toml', ADMIN_SEED, packFile]);
+    const { adminKey, blob } = signDemoPack(dataDir, ADMIN_SEED);
     const { startFixtures } = await import('./harness.mjs');
     fx = await startFixtures();
     browser = await launchBrowser({
       extensionDir: EXT_DIR,
-      policy: {
-        collectorUrl: relay.base,
-        enrollmentToken: enrollToken,
-        adminPublicKeys: [adminKey],
-        bootstrapRulePacks: [readFileSync(packFile).toString('base64')],
-        identity: { source: 'page' },
-        maskKey: randomBytes(32).toString('hex'),
-      },
+      policy: extensionPolicy({ collectorUrl: relay.base, enrollmentToken: enrollToken, adminKey, packs: [blob] }),
     });
     browser.ctx.setDefaultTimeout(10_000);
     await waitFor(

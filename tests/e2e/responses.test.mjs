@@ -12,91 +12,29 @@
 // a new app session at risk 0).
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { createHash, createPublicKey, randomBytes, verify as edVerify } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  SESSION_COOKIE, canWriteManagedPolicy, launchBrowser, login, reloadPolicies, requestsMatching, waitFor,
+  EXT_DIR, ROOT, buildCollectorIfMissing, createCredentials, extensionPolicy, extensionSkipReason, flushUntilStored,
+  publishPack, run, signPack, startCollector,
+} from './collector.mjs';
+import {
+  SESSION_COOKIE, launchBrowser, login, reloadPolicies, requestsMatching, waitFor,
   waitForRequest, writeManagedPolicy, startFixtures,
 } from './harness.mjs';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const EXT_DIR = join(ROOT, 'target/extension');
-const COLLECTOR_BIN = join(ROOT, 'target/debug/sessiontrail');
-const SIGN_PACK_BIN = join(ROOT, 'target/debug/examples/sign_pack');
 const ADMIN_SEED = randomBytes(32).toString('hex');
 const FORGER_SEED = randomBytes(32).toString('hex');
 const USER = 'alice@acme.test';
 
-const skip = !canWriteManagedPolicy()
-  ? 'needs root: Chromium reads managed policy only from /etc/chromium/policies/managed'
-  : !existsSync(join(EXT_DIR, 'manifest.json'))
-    ? 'the extension is not staged: run `cargo xtask package` (or `cargo xtask test`)'
-    : false;
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
-  });
-}
-
-function run(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
-  return r.stdout.trim();
-}
-
-/** Decodes the core batch format (docs/formats.md) into record buffers. */
-function decodeBatch(buf) {
-  assert.equal(buf.subarray(0, 4).toString('latin1'), 'STBA');
-  const body = buf.subarray(0, buf.length - 32);
-  assert.deepEqual(createHash('sha256').update(body).digest(), buf.subarray(buf.length - 32));
-  const n = buf.readUInt32BE(8);
-  const out = [];
-  let at = 12;
-  for (let i = 0; i < n; i++) {
-    const len = buf.readUInt32BE(at);
-    out.push(buf.subarray(at + 4, at + 4 + len));
-    at += 4 + len;
-  }
-  return out;
-}
-
-/** One record, checked independently (Node crypto only): docs/formats.md. */
-function parseRecord(rec) {
-  assert.equal(rec.subarray(0, 4).toString('latin1'), 'STEV');
-  const key = rec.subarray(6, 38);
-  const n = rec.readUInt32BE(86);
-  assert.equal(rec.length, 90 + n + 64);
-  const pub = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: key.toString('base64url') }, format: 'jwk' });
-  return {
-    seq: rec.readBigUInt64BE(38),
-    sigOk: edVerify(null, rec.subarray(0, 90 + n), pub, rec.subarray(90 + n)),
-    body: JSON.parse(rec.subarray(90, 90 + n).toString('utf8')),
-  };
-}
+const skip = extensionSkipReason();
 
 // ------------------------------------------------------------ rule packs
-
-/** Compiles and signs `toml` (text) as `version` with `seed`; returns the blob. */
-function signPack(dir, name, toml, seed, version) {
-  const src = join(dir, `${name}.toml`);
-  const out = join(dir, `${name}.strp`);
-  writeFileSync(src, toml);
-  const key = run(SIGN_PACK_BIN, [src, seed, out, String(version)]);
-  return { blob: readFileSync(out), key };
-}
 
 // What an attacker would want: the bulk export no longer blocked, and a rule
 // of their own. Neither may ever take effect.
@@ -158,30 +96,9 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
   let policy;
   const packs = {};
 
-  async function records() {
-    const key = await browser.sw.evaluate(() => globalThis.sessiontrail.state.agent.publicKey());
-    const res = await fetch(`${base}/v1/devices/${key}/records?limit=10000`, { headers: { authorization: `Bearer ${auditor}` } });
-    if (res.status === 204) return [];
-    assert.equal(res.status, 200, await res.clone().text());
-    return decodeBatch(Buffer.from(await res.arrayBuffer())).map(parseRecord);
-  }
-
   /** Flushes the worker's queue until the collector holds records satisfying `predicate`. */
   async function stored(predicate, message) {
-    const { sw } = browser;
-    let last = [];
-    const recs = await waitFor(
-      async () => {
-        await sw.evaluate(() => globalThis.sessiontrail.flush());
-        last = await records().catch(() => []);
-        return predicate(last) ? last : null;
-      },
-      { timeout: 20_000, interval: 300, message },
-    ).catch(async (e) => {
-      const st = await sw.evaluate(() => globalThis.sessiontrail.status());
-      const kinds = last.map((r) => `${r.seq}:${r.body.kind.type}:${r.body.decision?.response}`).join(' ');
-      throw new Error(`${e.message}\nstatus: ${JSON.stringify({ queue: st.queue, upload: st.upload, packErrors: st.packErrors, last: st.lastResponse })}\nrecords: ${kinds}`);
-    });
+    const recs = await flushUntilStored(browser.sw, { base, auditor }, predicate, { interval: 300, message });
     for (const r of recs) assert.ok(r.sigOk, `record ${r.seq} signature verifies`);
     return recs;
   }
@@ -212,37 +129,16 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
     );
   }
 
-  async function publish(blob) {
-    const res = await fetch(`${base}/v1/rulepacks?group=default`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/octet-stream' },
-      body: blob,
-    });
-    assert.equal(res.status, 201, `publish: ${await res.text()}`);
-  }
+  const publish = (blob) => publishPack(base, admin, blob);
 
   before(async () => {
-    if (!existsSync(COLLECTOR_BIN)) run('cargo', ['build', '-q', '-p', 'sessiontrail-collector', '--bin', 'sessiontrail']);
+    buildCollectorIfMissing();
     run('cargo', ['build', '-q', '-p', 'sessiontrail-wasm', '--example', 'sign_pack']);
     dataDir = await mkdtemp(join(tmpdir(), 'sessiontrail-responses-'));
-    const enrollToken = run(COLLECTOR_BIN, ['enroll-token', 'create', '--data-dir', dataDir, '--uses', '5']);
-    auditor = run(COLLECTOR_BIN, ['token', 'create', '--role', 'auditor', '--data-dir', dataDir]);
-    admin = run(COLLECTOR_BIN, ['token', 'create', '--role', 'admin', '--data-dir', dataDir]);
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    collector = spawn(COLLECTOR_BIN, ['serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
-      cwd: ROOT,
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, SESSIONTRAIL_LOG: 'warn' },
-    });
-    let stderr = '';
-    collector.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, {
-      timeout: 15_000,
-      message: `collector on ${base} (${stderr})`,
-    });
+    let enrollToken;
+    ({ enrollToken, auditor, admin } = createCredentials(dataDir, { admin: true }));
+    collector = await startCollector(dataDir);
+    base = collector.base;
 
     // v2 is in force (from policy); v1 is a rollback; v3 is signed by an
     // unpinned key; v4 is altered after signing; v5 is a good update.
@@ -260,15 +156,13 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
     packs.v5 = signPack(dataDir, 'acme-v5', newerToml(acme), ADMIN_SEED, 5).blob;
 
     fx = await startFixtures();
-    policy = {
+    policy = extensionPolicy({
       collectorUrl: base,
       enrollmentToken: enrollToken,
-      adminPublicKeys: [packs.adminKey],
-      bootstrapRulePacks: [packs.v2.toString('base64')],
-      identity: { source: 'page' },
-      maskKey: randomBytes(32).toString('hex'),
+      adminKey: packs.adminKey,
+      packs: [packs.v2],
       stepUp: { issuer: fx.idp.issuer, clientId: 'sessiontrail', jwksUrl: `${fx.idp.issuer}/jwks` },
-    };
+    });
     browser = await launchBrowser({ extensionDir: EXT_DIR, policy });
     browser.ctx.setDefaultTimeout(10_000);
     await waitFor(
@@ -280,7 +174,7 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
   after(async () => {
     await browser?.close();
     await fx?.close();
-    collector?.kill('SIGTERM');
+    await collector?.kill('SIGTERM');
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 

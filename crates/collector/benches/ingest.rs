@@ -34,6 +34,10 @@ use sessiontrail_core::{
 };
 use tower::ServiceExt as _;
 
+#[path = "../src/bin/common/proc_stats.rs"]
+mod proc_stats;
+use proc_stats::{cores, cpu_secs};
+
 fn body(seq: u64) -> EventBody {
     EventBody {
         kind: EventKind::Click,
@@ -70,26 +74,6 @@ struct Dev {
     key: DeviceKey,
     credential: String,
     batches: Vec<Vec<SignedEvent>>,
-}
-
-/// CPU seconds this process used so far (user + system).
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 (1-based), in clock ticks (100/s).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Bare verification of every batch, one thread per core.
@@ -175,7 +159,7 @@ fn main() {
     let bare = bare_rate(&devs);
 
     // Each device posts its batches in order, devices concurrently.
-    let cpu0 = cpu_secs();
+    let cpu0 = cpu_secs("self");
     let start = Instant::now();
     let latencies: Vec<Duration> = rt.block_on(async {
         let mut tasks = Vec::new();
@@ -218,7 +202,7 @@ fn main() {
         all
     });
     let took = start.elapsed();
-    let cpu_per_event_us = (cpu_secs() - cpu0) / total as f64 * 1e6;
+    let cpu_per_event_us = (cpu_secs("self") - cpu0) / total as f64 * 1e6;
     let rate = total as f64 / took.as_secs_f64();
     let stored = store.stats().unwrap().log_size as usize;
     assert!(stored >= total, "stored {stored} < sent {total}");

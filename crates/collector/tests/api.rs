@@ -10,29 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode, header};
-use common::{Env, batch_request, encode};
+use common::{Env, batch_request, encode, get, post_json};
 use sessiontrail_collector::config::Limits;
 use sessiontrail_collector::now_ms;
 use sessiontrail_collector::store::{Role, Store};
 use sessiontrail_core::chain::{self, Finding};
 use sessiontrail_core::record::sign_message;
 use sessiontrail_core::{ChainTip, DeviceSigner, EventBody, EventKind, SignedEvent};
-
-fn get(uri: &str, credential: Option<&str>) -> Request<Body> {
-    let mut b = Request::get(uri);
-    if let Some(c) = credential {
-        b = b.header(header::AUTHORIZATION, format!("Bearer {c}"));
-    }
-    b.body(Body::empty()).unwrap()
-}
-
-fn post_json(uri: &str, credential: Option<&str>, body: serde_json::Value) -> Request<Body> {
-    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
-    if let Some(c) = credential {
-        b = b.header(header::AUTHORIZATION, format!("Bearer {c}"));
-    }
-    b.body(Body::from(body.to_string())).unwrap()
-}
 
 fn event_count(env: &Env) -> i64 {
     env.db()
@@ -83,16 +67,7 @@ async fn a_batch_is_stored_verbatim_with_index_columns() {
             "SELECT e.user, action, severity, rules, target, trusted FROM events e
              JOIN devices d ON d.id = e.device_id WHERE d.kind = 'agent' AND seq = 3",
             [],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
+            |r| r.try_into(),
         )
         .unwrap();
     assert_eq!(user, "alice@acme.test");

@@ -9,31 +9,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Env, TestDevice, encode};
+use common::{Env, TestDevice, encode, get, post_json};
 use sessiontrail_collector::evidence::verify;
 use sessiontrail_collector::store::Role;
 use sessiontrail_core::event::{Classification, Decision};
 use sessiontrail_core::{EventBody, EventKind, Response, Severity, SignedEvent, Target};
-
-fn get(uri: &str, credential: Option<&str>) -> Request<Body> {
-    let mut b = Request::get(uri);
-    if let Some(c) = credential {
-        b = b.header(header::AUTHORIZATION, format!("Bearer {c}"));
-    }
-    b.body(Body::empty()).unwrap()
-}
-
-fn post_json(uri: &str, credential: Option<&str>, body: serde_json::Value) -> Request<Body> {
-    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
-    if let Some(c) = credential {
-        b = b.header(header::AUTHORIZATION, format!("Bearer {c}"));
-    }
-    b.body(Body::from(body.to_string())).unwrap()
-}
 
 fn enc(s: &str) -> String {
     let mut o = String::new();

@@ -231,6 +231,19 @@ fn sign(dir: &Path, key: &Path, version: u64) -> PathBuf {
     out
 }
 
+/// `rulepack publish <pack> --group default --data-dir <data>`.
+fn publish_local(pack: &Path, data: &Path) -> Output {
+    run(&[
+        "rulepack",
+        "publish",
+        s(pack),
+        "--group",
+        "default",
+        "--data-dir",
+        s(data),
+    ])
+}
+
 #[test]
 fn publish_locally_refuses_rollback() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,30 +251,14 @@ fn publish_locally_refuses_rollback() {
     let (key, _) = keygen(dir.path());
     let v2 = sign(dir.path(), &key, 2);
     let v1 = sign(dir.path(), &key, 1);
-    let o = run(&[
-        "rulepack",
-        "publish",
-        s(&v2),
-        "--group",
-        "default",
-        "--data-dir",
-        s(&data),
-    ]);
+    let o = publish_local(&v2, &data);
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         (j["version"].as_u64(), j["group"].as_str()),
         (Some(2), Some("default"))
     );
-    let o = run(&[
-        "rulepack",
-        "publish",
-        s(&v1),
-        "--group",
-        "default",
-        "--data-dir",
-        s(&data),
-    ]);
+    let o = publish_local(&v1, &data);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("not newer than version 2"),
@@ -271,15 +268,7 @@ fn publish_locally_refuses_rollback() {
     // Not a pack at all.
     let junk = dir.path().join("junk.strp");
     std::fs::write(&junk, b"STRPjunk").unwrap();
-    let o = run(&[
-        "rulepack",
-        "publish",
-        s(&junk),
-        "--group",
-        "default",
-        "--data-dir",
-        s(&data),
-    ]);
+    let o = publish_local(&junk, &data);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("not a valid signed rule pack"),

@@ -34,6 +34,10 @@ use sessiontrail_core::{
     ChainTip, DeviceSigner, EventBody, EventKind, Response, Severity, SignedEvent, Target, batch,
 };
 
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
+use proc_stats::{cores, cpu_secs};
+
 const DEVICES: usize = 1000;
 const PER_BATCH: usize = 100;
 /// Connections posting at once: the server's default `max_inflight`.
@@ -81,25 +85,6 @@ struct Device {
     batches: Vec<Vec<u8>>,
     /// The same records, for the bare-verify baseline.
     records: Vec<Vec<SignedEvent>>,
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// User + system CPU seconds of a process.
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Bare batch verification of every batch, one thread per core.

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use rusqlite::{OptionalExtension as _, params};
 use serde::Serialize;
 
-use super::sqlite::{SqliteStore, append_audit};
+use super::sqlite::{SqliteStore, append_audit, blob32};
 use super::{Actor, StoreError};
 use crate::audit::AdminAction;
 
@@ -133,11 +133,6 @@ pub trait PackStore {
 const INFO_COLS: &str = "group_name, pack_id, version, checksum, sha256, signer, length(blob),
     published_ms, published_by, leaf_index";
 
-fn arr32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
-    v.try_into()
-        .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
-}
-
 type InfoRow = (
     String,
     String,
@@ -152,18 +147,7 @@ type InfoRow = (
 );
 
 fn info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InfoRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
+    r.try_into()
 }
 
 fn finish_info(row: InfoRow) -> Result<PackInfo, StoreError> {
@@ -172,9 +156,9 @@ fn finish_info(row: InfoRow) -> Result<PackInfo, StoreError> {
         group,
         pack_id,
         version: version as u64,
-        checksum: arr32(checksum, "pack checksum")?,
-        sha256: arr32(sha256, "pack sha256")?,
-        signer: arr32(signer, "pack signer")?,
+        checksum: blob32(checksum, "pack checksum")?,
+        sha256: blob32(sha256, "pack sha256")?,
+        signer: blob32(signer, "pack signer")?,
         bytes: bytes.max(0) as u64,
         published_ms,
         published_by: by,

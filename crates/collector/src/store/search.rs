@@ -16,7 +16,7 @@ use sessiontrail_core::{ActionKind, DeviceKey, Hash, Response, Severity};
 use sessiontrail_tlog::{NodeStore, NoteSigner, Tree, VerifierKey};
 use sha2::{Digest as _, Sha256};
 
-use super::sqlite::SqliteStore;
+use super::sqlite::{SqliteStore, blob32, read_node};
 use super::{Store as _, StoreError};
 
 /// Filters of an event query, already validated. `None` means "any".
@@ -212,11 +212,6 @@ const EVENT_COLS: &str = "e.leaf_index, e.device_id, d.key, d.kind, e.seq, e.tim
 const EVENT_FROM: &str = "FROM events e JOIN devices d ON d.id = e.device_id
     LEFT JOIN events p ON p.device_id = e.device_id AND p.seq = e.seq - 1";
 
-fn key32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
-    v.try_into()
-        .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
-}
-
 fn json_list(s: Option<String>) -> Vec<String> {
     s.and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default()
@@ -278,14 +273,14 @@ fn finish_row(raw: RawRow) -> Result<EventRow, StoreError> {
     Ok(EventRow {
         leaf_index: leaf as u64,
         device_id,
-        device_key: DeviceKey(key32(key, "device key")?),
+        device_key: DeviceKey(blob32(key, "device key")?),
         device_kind: kind,
         seq: seq as u64,
         time_ms,
         received_ms,
         record,
-        prev_hash: key32(prev, "prev_hash")?,
-        pred_hash: pred.map(|p| key32(p, "hash")).transpose()?,
+        prev_hash: blob32(prev, "prev_hash")?,
+        pred_hash: pred.map(|p| blob32(p, "hash")).transpose()?,
         user: user.unwrap_or_default(),
         app: app.unwrap_or_default(),
         action: action.unwrap_or_default(),
@@ -409,12 +404,7 @@ impl NodeStore for ReadNodes<'_> {
     type Error = rusqlite::Error;
 
     fn get(&self, level: u8, index: u64) -> Result<Option<Hash>, rusqlite::Error> {
-        let h: Option<Vec<u8>> = self
-            .0
-            .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")?
-            .query_row(params![level, index as i64], |r| r.get(0))
-            .optional()?;
-        Ok(h.and_then(|h| Hash::try_from(h).ok()))
+        read_node(self.0, level, index)
     }
 
     fn put(&mut self, _: u8, _: u64, _: Hash) -> Result<(), rusqlite::Error> {
@@ -647,16 +637,7 @@ impl SearchStore for SqliteStore {
                     "SELECT kind, user, device_name, enrolled_ms, revoked_ms, claims
                      FROM devices WHERE key = ?1",
                 )?
-                .query_row([&key.0[..]], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                })
+                .query_row([&key.0[..]], |r| r.try_into())
                 .optional()?;
             let Some((kind, user, device_name, enrolled_ms, revoked_ms, claims)) = row else {
                 return Ok(None);

@@ -427,7 +427,7 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx) {
     }
 }
 
-fn blob32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
+pub(super) fn blob32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
     v.try_into()
         .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
 }
@@ -446,12 +446,7 @@ impl NodeStore for TxNodes<'_> {
     type Error = rusqlite::Error;
 
     fn get(&self, level: u8, index: u64) -> Result<Option<Hash>, rusqlite::Error> {
-        let h: Option<Vec<u8>> = self
-            .0
-            .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")?
-            .query_row(params![level, index as i64], |r| r.get(0))
-            .optional()?;
-        Ok(h.and_then(|h| Hash::try_from(h).ok()))
+        read_node(self.0, level, index)
     }
 
     fn put(&mut self, level: u8, index: u64, hash: Hash) -> Result<(), rusqlite::Error> {
@@ -466,29 +461,31 @@ impl NodeStore for TxNodes<'_> {
     /// Multi-row INSERTs of 64, 16, 4 or 1 rows (four statements, prepared
     /// once and cached).
     fn put_all(&mut self, nodes: &[sessiontrail_tlog::Node]) -> Result<(), rusqlite::Error> {
-        let mut rest = nodes;
-        while !rest.is_empty() {
-            let n = NODE_CHUNKS
-                .into_iter()
-                .find(|&c| c <= rest.len())
-                .unwrap_or(1);
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
-            let mut sql =
-                String::from("INSERT OR REPLACE INTO tlog_nodes (level, idx, hash) VALUES ");
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
-            }
-            let mut st = self.0.prepare_cached(&sql)?;
-            for (i, n) in chunk.iter().enumerate() {
-                st.raw_bind_parameter(i * 3 + 1, n.level)?;
-                st.raw_bind_parameter(i * 3 + 2, n.index as i64)?;
-                st.raw_bind_parameter(i * 3 + 3, &n.hash[..])?;
-            }
-            st.raw_execute()?;
-        }
-        Ok(())
+        multi_insert(
+            self.0,
+            "INSERT OR REPLACE INTO tlog_nodes (level, idx, hash) VALUES ",
+            nodes,
+            |st, at, n| {
+                st.raw_bind_parameter(at, n.level)?;
+                st.raw_bind_parameter(at + 1, n.index as i64)?;
+                st.raw_bind_parameter(at + 2, &n.hash[..])
+            },
+            3,
+        )
     }
+}
+
+/// One node of the Merkle log (`tlog_nodes`), if stored.
+pub(super) fn read_node(
+    c: &Connection,
+    level: u8,
+    index: u64,
+) -> Result<Option<Hash>, rusqlite::Error> {
+    let h: Option<Vec<u8>> = c
+        .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")?
+        .query_row(params![level, index as i64], |r| r.get(0))
+        .optional()?;
+    Ok(h.and_then(|h| Hash::try_from(h).ok()))
 }
 
 /// Merkle nodes per INSERT statement, largest first.
@@ -674,7 +671,7 @@ fn multi_insert<T>(
     rows: &[T],
     bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
     cols: usize,
-) -> Result<(), StoreError> {
+) -> rusqlite::Result<()> {
     let one = format!("({})", vec!["?"; cols].join(","));
     let mut rest = rows;
     while !rest.is_empty() {
@@ -1049,20 +1046,7 @@ fn read_token(conn: &Connection, id: &str) -> Result<Option<TokenRecord>, StoreE
             "SELECT id, secret_hash, role, created_ms, expires_ms, max_uses, uses, group_name,
                 device_id, revoked_ms FROM tokens WHERE id = ?1",
         )?
-        .query_row([id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-            ))
-        })
+        .query_row([id], |r| r.try_into())
         .optional()?;
     let Some((id, hash, role, created_ms, expires_ms, max_uses, uses, group, device_id, revoked)) =
         row

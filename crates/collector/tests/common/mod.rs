@@ -229,6 +229,24 @@ impl Env {
     }
 }
 
+/// A GET of `uri`, with a bearer credential if given.
+pub fn get(uri: &str, credential: Option<&str>) -> Request<Body> {
+    let mut b = Request::get(uri);
+    if let Some(c) = credential {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {c}"));
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+/// A JSON POST to `uri`, with a bearer credential if given.
+pub fn post_json(uri: &str, credential: Option<&str>, body: serde_json::Value) -> Request<Body> {
+    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
+    if let Some(c) = credential {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {c}"));
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
 pub fn batch_request(credential: &str, bytes: Vec<u8>) -> Request<Body> {
     Request::post("/v1/batches")
         .header(header::AUTHORIZATION, format!("Bearer {credential}"))
