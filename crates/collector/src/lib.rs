@@ -96,6 +96,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/log/checkpoint", get(log::get_checkpoint))
         .route("/v1/log/key", get(log::get_key))
         .route("/v1/log/proof", get(log::get_proof))
+        .route("/v1/log/consistency", get(log::get_consistency))
         .merge(rulepacks::routes())
         .merge(search::routes())
         .fallback(not_found)

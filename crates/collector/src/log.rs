@@ -1,5 +1,6 @@
 //! The evidence log for auditors: the latest signed checkpoint, the key
-//! that verifies it, and inclusion proofs of stored records.
+//! that verifies it, inclusion proofs of stored records and consistency
+//! proofs between two sizes of the log.
 //!
 //! Every stored record (device events and collector-signed admin records)
 //! is a leaf of one RFC 9162 Merkle tree, in `events.leaf_index` order; the
@@ -62,10 +63,11 @@ pub struct ProofQuery {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProofResponse {
-    pub leaf_index: u64,
-    pub tree_size: u64,
+    /// Decimal strings: a u64 is never a JSON number (docs/tlog.md).
+    pub leaf_index: String,
+    pub tree_size: String,
     /// Base64 hashes, from the leaf's sibling up.
-    pub proof: Vec<String>,
+    pub inclusion_path: Vec<String>,
 }
 
 /// `GET /v1/log/proof?leaf=N&size=M` (auditor, admin): RFC 9162 inclusion
@@ -87,9 +89,61 @@ pub async fn get_proof(
             )
         })?;
     Ok(Json(ProofResponse {
-        leaf_index: q.leaf,
-        tree_size: q.size,
-        proof: proof
+        leaf_index: q.leaf.to_string(),
+        tree_size: q.size.to_string(),
+        inclusion_path: proof
+            .iter()
+            .map(sessiontrail_tlog::hash_to_base64)
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    pub old: u64,
+    pub new: u64,
+}
+
+/// The consistency proof in the wire shape of `docs/tlog.md`: sizes as
+/// decimal strings, hashes as standard base64.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsistencyResponse {
+    pub old_size: String,
+    pub new_size: String,
+    /// RFC 9162 `PROOF(old_size, D[new_size])`, base64.
+    pub consistency_path: Vec<String>,
+}
+
+/// `GET /v1/log/consistency?old=N&new=M` (auditor, admin): RFC 9162
+/// consistency proof that the log of N leaves is a prefix of the log of M
+/// leaves (empty when N is 0 or N = M).
+pub async fn get_consistency(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<ConsistencyResponse>, ApiError> {
+    caller.require(READERS)?;
+    if q.old > q.new {
+        return Err(ApiError::bad_request(
+            "old_exceeds_new",
+            format!("old ({}) must not exceed new ({})", q.old, q.new),
+        ));
+    }
+    let store = state.store.clone();
+    let proof = tokio::task::spawn_blocking(move || store.consistency_proof(q.old, q.new))
+        .await
+        .map_err(ApiError::internal)??
+        .map_err(|size| {
+            ApiError::bad_request(
+                "beyond_log",
+                format!("new ({}) is beyond the log's size ({size})", q.new),
+            )
+        })?;
+    Ok(Json(ConsistencyResponse {
+        old_size: q.old.to_string(),
+        new_size: q.new.to_string(),
+        consistency_path: proof
             .iter()
             .map(sessiontrail_tlog::hash_to_base64)
             .collect(),

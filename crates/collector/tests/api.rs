@@ -641,6 +641,157 @@ async fn unknown_paths_and_methods_answer_json() {
     assert_eq!(r.error_code(), "method_not_allowed");
 }
 
+/// A signed checkpoint fetched over the API, verified: (size, root).
+async fn checkpoint(env: &Env, auditor: &str) -> (u64, [u8; 32]) {
+    let key = env.call(get("/v1/log/key", Some(auditor))).await;
+    let vkey =
+        sessiontrail_tlog::VerifierKey::parse(String::from_utf8(key.body).unwrap().trim()).unwrap();
+    let r = env.call(get("/v1/log/checkpoint", Some(auditor))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let note = String::from_utf8(r.body).unwrap();
+    let cp = sessiontrail_tlog::Checkpoint::verify(&note, vkey.name(), &vkey).unwrap();
+    (cp.size, cp.root)
+}
+
+async fn consistency(env: &Env, auditor: &str, old: u64, new: u64) -> Vec<[u8; 32]> {
+    let r = env
+        .call(get(
+            &format!("/v1/log/consistency?old={old}&new={new}"),
+            Some(auditor),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let j = r.json();
+    // docs/tlog.md: sizes are decimal strings, hashes standard base64.
+    assert_eq!(j["old_size"], old.to_string());
+    assert_eq!(j["new_size"], new.to_string());
+    assert_eq!(j.as_object().unwrap().len(), 3, "{j}");
+    j["consistency_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| sessiontrail_tlog::hash_from_base64(h.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn consistency_proofs_link_two_signed_checkpoints() {
+    let env = Env::new();
+    let auditor = env.token(Role::Auditor);
+    let admin = env.token(Role::Admin);
+    let mut dev = env.device(1).await;
+    env.post_next(&mut dev, 3).await;
+    let (old_size, old_root) = checkpoint(&env, &auditor).await;
+    env.post_next(&mut dev, 9).await;
+    let (new_size, new_root) = checkpoint(&env, &auditor).await;
+    // 3 token.create + 1 device.enroll collector records, then 3 + 9 events.
+    assert_eq!((old_size, new_size), (7, 16));
+
+    let path = consistency(&env, &admin, old_size, new_size).await;
+    assert!(!path.is_empty());
+    sessiontrail_tlog::verify_consistency(old_size, new_size, &old_root, &new_root, &path).unwrap();
+    // The proof is bound to those roots.
+    assert!(
+        sessiontrail_tlog::verify_consistency(old_size, new_size, &new_root, &new_root, &path)
+            .is_err()
+    );
+
+    // Every pair of sizes, against roots recomputed from the stored records.
+    let leaves: Vec<[u8; 32]> = {
+        let db = env.db();
+        let mut st = db
+            .prepare("SELECT record FROM events ORDER BY leaf_index")
+            .unwrap();
+        st.query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|r| sessiontrail_tlog::leaf_hash(&r.unwrap()))
+            .collect()
+    };
+    assert_eq!(leaves.len() as u64, new_size);
+    assert_eq!(sessiontrail_tlog::root_of(&leaves), new_root);
+    assert_eq!(sessiontrail_tlog::root_of(&leaves[..7]), old_root);
+    for old in 0..=new_size {
+        for new in [old, (old + 1).min(new_size), new_size] {
+            let path = consistency(&env, &auditor, old, new).await;
+            if old == 0 || old == new {
+                assert!(path.is_empty(), "{old}->{new}");
+            }
+            sessiontrail_tlog::verify_consistency(
+                old,
+                new,
+                &sessiontrail_tlog::root_of(&leaves[..old as usize]),
+                &sessiontrail_tlog::root_of(&leaves[..new as usize]),
+                &path,
+            )
+            .unwrap_or_else(|e| panic!("{old}->{new}: {e}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn consistency_proof_requests_are_checked() {
+    let env = Env::new();
+    let auditor = env.token(Role::Auditor);
+    let mut dev = env.device(1).await;
+    env.post_next(&mut dev, 4).await;
+    // 2 token.create + 1 device.enroll, then 4 events.
+    let size = 7u64;
+    consistency(&env, &auditor, size, size).await;
+
+    for (query, code) in [
+        ("old=5&new=4", "old_exceeds_new"),
+        ("old=8&new=0", "old_exceeds_new"),
+        ("old=1&new=8", "beyond_log"),
+        ("old=0&new=18446744073709551615", "beyond_log"),
+        ("old=abc&new=4", "bad_query"),
+        ("old=-1&new=4", "bad_query"),
+        ("old=1.5&new=4", "bad_query"),
+        ("old=1&new=18446744073709551616", "bad_query"),
+        ("old=&new=4", "bad_query"),
+        ("old=1", "bad_query"),
+        ("new=4", "bad_query"),
+        ("", "bad_query"),
+        ("old=1&new=4&size=4", "bad_query"),
+    ] {
+        let r = env
+            .call(get(&format!("/v1/log/consistency?{query}"), Some(&auditor)))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(r.error_code(), code, "{query}");
+    }
+    let r = env
+        .call(get("/v1/log/consistency?old=5&new=4", Some(&auditor)))
+        .await;
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("old (5)")
+    );
+    let r = env
+        .call(get("/v1/log/consistency?old=1&new=8", Some(&auditor)))
+        .await;
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(7)"),
+        "{}",
+        r.json()
+    );
+
+    // Same roles as the inclusion proofs.
+    let r = env
+        .call(get(
+            "/v1/log/consistency?old=1&new=2",
+            Some(&dev.credential),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = env.call(get("/v1/log/consistency?old=1&new=2", None)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
 #[test]
 fn chain_findings_used_here_exist() {
     // Keep the reason strings this API promises in step with the core.
@@ -710,7 +861,9 @@ async fn the_evidence_log_covers_every_record_and_checkpoints_verify() {
             ))
             .await;
         assert_eq!(r.status, StatusCode::OK);
-        let path: Vec<[u8; 32]> = r.json()["proof"]
+        assert_eq!(r.json()["leaf_index"], leaf.to_string());
+        assert_eq!(r.json()["tree_size"], "15");
+        let path: Vec<[u8; 32]> = r.json()["inclusion_path"]
             .as_array()
             .unwrap()
             .iter()

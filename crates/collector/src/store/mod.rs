@@ -243,6 +243,17 @@ pub trait Store: PackStore + SearchStore + Send + Sync + std::fmt::Debug + 'stat
         size: u64,
     ) -> Result<Option<Vec<sessiontrail_core::Hash>>, StoreError>;
 
+    /// RFC 9162 consistency proof from the tree of `old_size` leaves to the
+    /// one of `new_size` (`old_size <= new_size`; empty when `old_size` is 0
+    /// or equal to `new_size`); `Err(current size)` when `new_size` is beyond
+    /// the log's committed size.
+    #[allow(clippy::type_complexity)]
+    fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Result<Vec<sessiontrail_core::Hash>, u64>, StoreError>;
+
     fn create_token(&self, token: NewToken, actor: &Actor) -> Result<(), StoreError>;
 
     fn device(&self, key: &DeviceKey) -> Result<Option<Device>, StoreError>;

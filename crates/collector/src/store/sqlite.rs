@@ -1126,6 +1126,22 @@ impl Store for SqliteStore {
         })
     }
 
+    fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Result<Vec<Hash>, u64>, StoreError> {
+        self.read(|c| {
+            let tree = log_tree(c)?;
+            if new_size > tree.size() {
+                return Ok(Err(tree.size()));
+            }
+            tree.consistency_proof(old_size, new_size)
+                .map(Ok)
+                .map_err(|e| StoreError::Corrupt(format!("evidence log: {e}")))
+        })
+    }
+
     fn create_token(&self, token: NewToken, actor: &Actor) -> Result<(), StoreError> {
         let actor = actor.0.clone();
         self.write(true, move |tx, ctx| {
