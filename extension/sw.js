@@ -14,7 +14,7 @@ import init, { Agent, coreVersion, encodeBatch, generateSeed } from './pkg/sessi
 import * as collector from './lib/collector.js';
 import * as config from './lib/config.js';
 import * as db from './lib/db.js';
-import { randomToken, stepUp } from './lib/stepup.js';
+import { checkSubject, randomToken, stepUp } from './lib/stepup.js';
 
 const SCRIPT_ID = 'sessiontrail-capture';
 const CONTENT_JS = 'extension/content.js';
@@ -30,7 +30,7 @@ const S = {
   guard: null,
   sessions: {}, // appId → {id, risk, sessionRisk, user, startedMs, lastMs}
   tabs: {}, // tabId → {app, url, loginPending}
-  pending: {}, // actionId → {response, app, url, tab, createdMs, threshold}
+  pending: {}, // actionId → {response, app, url, tab, user, createdMs, threshold}
   inForce: {}, // packId → {version, checksum}: the rollback floor
   packs: {}, // packId → {bytes, version, checksum, origin, etag}
   gap: null, // {dropped, first_ms, last_ms}
@@ -437,7 +437,7 @@ function summary(r) {
   return titles.join('; ') || 'a rule of your organisation';
 }
 
-async function recordResolved(p, actionId, response, outcome, justification = null) {
+async function recordResolved(p, actionId, response, outcome, justification = null, fields = []) {
   const obs = {
     kind: { type: 'response_resolved', response, outcome, justification },
     url: p.url,
@@ -446,7 +446,7 @@ async function recordResolved(p, actionId, response, outcome, justification = nu
     session: '',
     target: null,
     trusted: true,
-    fields: [],
+    fields,
     action_id: actionId,
   };
   delete S.pending[actionId];
@@ -526,7 +526,8 @@ async function reactUnheld(r, obs, tabId) {
   // Ask the tab to prompt (step-up and justify after the fact; warn as a
   // notice). The answer comes back as `resolve` / `stepUp`.
   const actionId = obs.action_id || `u-${randomToken(9)}`;
-  S.pending[actionId] = { response: r.response, app: r.app, url: obs.url, tab: tabId, createdMs: now(), unheld: true };
+  // obs.user is the user the event was recorded under (set by recordObs).
+  S.pending[actionId] = { response: r.response, app: r.app, url: obs.url, tab: tabId, user: obs.user, createdMs: now(), unheld: true };
   await db.put({ pending: S.pending });
   chrome.tabs
     .sendMessage(tabId, { t: 'prompt', actionId, response: r.response, title, reason: r.reason }, { frameId: 0 })
@@ -718,7 +719,8 @@ async function dispatch(msg, sender) {
           await terminateApp(r.app, `action refused and session ended: ${title}`, obs.url);
         });
       } else {
-        S.pending[obs.action_id] = { response: r.response, app: r.app, url: obs.url, tab: tabId, createdMs: now() };
+        // obs.user is the user the held action was recorded under.
+        S.pending[obs.action_id] = { response: r.response, app: r.app, url: obs.url, tab: tabId, user: obs.user, createdMs: now() };
         await db.put({ pending: S.pending });
       }
       await writeStatus();
@@ -749,13 +751,23 @@ async function dispatch(msg, sender) {
       if (!p || p.tab !== tabId || p.response !== 'step_up') return { ok: false, error: 'unknown_action' };
       let outcome = 'allowed';
       let error = null;
+      // Who re-authenticated, once the ID token verified: recorded (as a
+      // field, so a keyed commitment unless a rule keeps it clear) whether
+      // it matched the session user or not.
+      const fields = [];
       try {
-        await stepUp(S.cfg.stepUp);
+        const claims = await stepUp(S.cfg.stepUp);
+        const claim = S.cfg.stepUp.subjectClaim === 'sub' ? 'sub' : 'email';
+        const presented = typeof claims[claim] === 'string' ? claims[claim] : '';
+        if (presented) fields.push({ name: 'idp_subject', value: presented, kind: claim === 'email' ? 'email' : 'text' });
+        // The user the held action's events carry (older pending entries
+        // have none: the app session's current user).
+        checkSubject(claims, p.user ?? S.sessions[p.app]?.user ?? '', claim);
       } catch (e) {
         outcome = 'refused';
         error = { name: e.name, code: e.code ?? '', message: e.message };
       }
-      await serial(() => recordResolved(p, msg.actionId, 'step_up', outcome, null));
+      await serial(() => recordResolved(p, msg.actionId, 'step_up', outcome, null, fields));
       if (outcome === 'refused' && p.unheld) {
         // The session crossed a step-up threshold and did not re-authenticate.
         await serial(() => terminateApp(p.app, 'step-up required by session risk was not completed', p.url));

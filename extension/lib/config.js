@@ -55,7 +55,10 @@ export function normalise(raw, source) {
       clientId: str(s.clientId),
       jwksUrl: str(s.jwksUrl),
       authorizationEndpoint: str(s.authorizationEndpoint),
-      scope: str(s.scope, 'openid') || 'openid',
+      // Which verified claim must name the session user: email (default,
+      // case-insensitive) or sub. Email needs the `email` scope.
+      subjectClaim: s.subjectClaim === 'sub' ? 'sub' : 'email',
+      scope: str(s.scope) || (s.subjectClaim === 'sub' ? 'openid' : 'openid email'),
       maxAuthAgeSeconds: int(s.maxAuthAgeSeconds, 60, 0, 600),
     };
     if (!stepUp.issuer || !stepUp.clientId || !stepUp.jwksUrl) {

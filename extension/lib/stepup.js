@@ -3,7 +3,10 @@
 // id_token, prompt=login, max_age=0, a fresh nonce and state), then a full
 // check of the ID token: signature against the IdP's JWKS with WebCrypto
 // (RS256, ES256, EdDSA), issuer, audience (and azp), nonce, expiry, and an
-// auth_time no older than maxAuthAgeSeconds (60 s by default).
+// auth_time no older than maxAuthAgeSeconds (60 s by default). A verified
+// token is then bound to the session's user (checkSubject): its `email`
+// (case-insensitive) or `sub` (stepUp.subjectClaim) must name the user the
+// app session belongs to.
 
 export class StepUpError extends Error {
   constructor(code, message) {
@@ -97,6 +100,33 @@ export async function verifyIdToken(token, { jwks, issuer, clientId, nonce, nowS
   return claims;
 }
 
+/**
+ * Binds verified claims to the session user. `claim` is 'email' (default;
+ * compared case-insensitively, and refused when the IdP says
+ * email_verified: false) or 'sub' (compared exactly). Returns the subject
+ * the IdP vouched for. Throws StepUpError when the session user is unknown
+ * (fail closed), the token lacks the claim, or it names someone else.
+ */
+export function checkSubject(claims, sessionUser, claim = 'email') {
+  const expected = String(sessionUser ?? '').trim();
+  if (!expected) {
+    throw new StepUpError('no_session_user', 'the user this session belongs to is unknown, so a re-authentication cannot be matched to it');
+  }
+  if (claim === 'sub') {
+    const sub = typeof claims?.sub === 'string' ? claims.sub : '';
+    if (!sub) throw new StepUpError('no_subject', 'the ID token has no sub');
+    if (sub !== expected) throw new StepUpError('wrong_user', `signed in as ${sub}, but this session belongs to ${expected}`);
+    return sub;
+  }
+  const email = typeof claims?.email === 'string' ? claims.email.trim() : '';
+  if (!email) throw new StepUpError('no_subject', 'the ID token has no email (is the "email" scope granted?)');
+  if (claims.email_verified === false) throw new StepUpError('unverified_email', `the IdP has not verified ${email}`);
+  if (email.toLowerCase() !== expected.toLowerCase()) {
+    throw new StepUpError('wrong_user', `signed in as ${email}, but this session belongs to ${expected}`);
+  }
+  return email;
+}
+
 /** Runs the interactive flow and verifies the result. Resolves to claims. */
 export async function stepUp(cfg) {
   if (!cfg || !cfg.issuer || !cfg.clientId || !cfg.jwksUrl) {
@@ -116,7 +146,7 @@ export async function stepUp(cfg) {
     response_mode: 'fragment',
     client_id: cfg.clientId,
     redirect_uri: redirectUri,
-    scope: cfg.scope || 'openid',
+    scope: cfg.scope || (cfg.subjectClaim === 'sub' ? 'openid' : 'openid email'),
     nonce,
     state,
     prompt: 'login',

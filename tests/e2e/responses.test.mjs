@@ -12,7 +12,7 @@
 // a new app session at risk 0).
 
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -209,7 +209,15 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
     await page.close();
   });
 
-  async function roleChangeWithStepUp({ userId, idpMode }) {
+  /** docs/masking.md: the commitment to an email under the policy's mask key. */
+  const emailCommitment = (email) =>
+    createHmac('sha256', Buffer.from(policy.maskKey, 'hex'))
+      .update(Buffer.concat([Buffer.from('sessiontrail.mask.v1'), Buffer.from([0]), Buffer.from(email.trim().toLowerCase())]))
+      .digest()
+      .subarray(0, 16)
+      .toString('base64url');
+
+  async function roleChangeWithStepUp({ userId, idpMode, idpUser = USER }) {
     const { ctx } = browser;
     const page = await ctx.newPage();
     await freshLogin(page, 'console');
@@ -231,7 +239,7 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
       const idpPage = ctx.waitForEvent('page', { predicate: (p) => p.url().includes('/authorize'), timeout: 15_000 });
       await page.keyboard.press('Enter');
       const idp = await idpPage;
-      await idp.locator('#idp-login #username').fill(USER);
+      await idp.locator('#idp-login #username').fill(idpUser);
       await idp.locator('#idp-login #password').fill('acme-demo');
       await idp.locator('#idp-submit').click();
       const recs = await stored(
@@ -248,6 +256,7 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
       const post = authz.find((r) => r.method === 'POST');
       assert.equal(post.outcome, 'issued:login', 'the IdP issued a token');
       assert.equal(post.mode, idpMode);
+      assert.equal(post.user, idpUser, 'the IdP was signed in to as the intended user');
       const submit = recs.find((r) => r.body.kind.type === 'submit' && r.body.decision.action_id === actionId);
       assert.ok(submit, 'the held submit is stored');
       assert.deepEqual(submit.body.classification.rules, ['console.iam.role_change', 'console.iam.grant_admin']);
@@ -256,6 +265,8 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
       const resolved = recs.find((r) => r.body.kind.type === 'response_resolved' && r.body.decision.action_id === actionId);
       assert.equal(resolved.body.kind.response, 'step_up');
       assert.equal(resolved.body.app, 'console');
+      // The session the held action belongs to is the signed-in app user's.
+      assert.equal(submit.body.user, USER);
       return { page, resolved, roleBefore };
     } finally {
       fx.idp.setMode('normal');
@@ -266,6 +277,9 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
     const userId = 'u-3';
     const { page, resolved } = await roleChangeWithStepUp({ userId, idpMode: 'normal' });
     assert.equal(resolved.body.kind.outcome, 'allowed');
+    // Who re-authenticated is signed evidence: a commitment the auditor
+    // opens with the session user's email under the tenant mask key.
+    assert.deepEqual(resolved.body.fields.idp_subject, { masked: emailCommitment(USER) });
     // The held submit was replayed: the server got it and the page shows it.
     const req = await waitForRequest(fx.saas, { method: 'POST', path: `/api/iam/users/${userId}/role` });
     assert.equal(req.body.role, 'Administrator');
@@ -287,6 +301,23 @@ describe('extension responses: step-up, terminate, untrusted events, forged/roll
       await page.close();
     });
   }
+
+  test('`step_up`: a re-login at the IdP as another user is refused, and so is the action', async () => {
+    const userId = 'u-7';
+    const mallory = 'mallory@acme.test';
+    const { page, resolved, roleBefore } = await roleChangeWithStepUp({ userId, idpMode: 'normal', idpUser: mallory });
+    // The IdP issued a valid token, but for someone else.
+    assert.equal(resolved.body.kind.outcome, 'refused');
+    assert.equal(resolved.body.user, USER);
+    // The identity actually presented is recorded (it opens to mallory, not alice).
+    assert.deepEqual(resolved.body.fields.idp_subject, { masked: emailCommitment(mallory) });
+    assert.notEqual(emailCommitment(mallory), emailCommitment(USER));
+    await page.waitForLoadState('networkidle');
+    assert.deepEqual(requestsMatching(fx.saas, { path: `/api/iam/users/${userId}/role` }), [], 'the server saw no role change');
+    assert.equal(fx.saas.state().roles[userId], undefined);
+    assert.equal(await page.locator('#user-role').textContent(), roleBefore);
+    await page.close();
+  });
 
   test('`terminate`: session risk over the threshold ends the CRM session — cookie gone, tabs at /login', async () => {
     const { ctx } = browser;
