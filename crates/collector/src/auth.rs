@@ -222,7 +222,6 @@ impl FromRequestParts<AppState> for MaybeCaller {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

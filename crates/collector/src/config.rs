@@ -251,7 +251,6 @@ pub fn parse_ttl(s: &str) -> Result<i64, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -766,7 +766,6 @@ pub fn routes() -> axum::Router<AppState> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -3,16 +3,17 @@
 //! client that trusts only that certificate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+mod common;
+
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sessiontrail");
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Kills the server when the test ends, passed or not.
@@ -25,41 +26,19 @@ impl Drop for Server {
     }
 }
 
-/// Starts `sessiontrail serve` on a free loopback port with TLS and waits
-/// for its "listening" log line; returns the server and its address.
+/// Starts `sessiontrail serve` on a free loopback port with TLS; returns
+/// the server and its address.
 fn start(data: &Path, cert: &Path, key: &Path) -> (Server, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--tls-cert")
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
-        .env("SESSIONTRAIL_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let tls = [
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let (child, listening) = common::serve(data, tls);
     let server = Server(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "listening"
-            {
-                assert_eq!(v["tls"], true, "{line}");
-                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server did not log its address");
+    assert_eq!(listening["tls"], true, "{listening}");
+    let addr = listening["addr"].as_str().unwrap_or_default().to_owned();
     (server, addr)
 }
 

@@ -251,7 +251,6 @@ pub fn match_pattern(host_glob: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::rulepack::glob::Glob;

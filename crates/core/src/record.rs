@@ -286,17 +286,6 @@ impl DeviceSigner {
         self.seal(time_ms, bytes)
     }
 
-    /// Signs a pre-encoded body (used by tests and fuzzing to build records
-    /// with arbitrary bodies). The body must not exceed [`MAX_BODY_LEN`];
-    /// longer bodies are truncated to keep the record well-formed.
-    pub fn sign_raw_body(&mut self, time_ms: i64, body: &[u8]) -> SignedEvent {
-        let body = &body[..body.len().min(MAX_BODY_LEN)];
-        let mut bytes = Vec::with_capacity(HEADER_LEN + body.len() + SIGNATURE_LEN);
-        bytes.extend_from_slice(&[0u8; HEADER_LEN]);
-        bytes.extend_from_slice(body);
-        self.seal(time_ms, bytes)
-    }
-
     fn seal(&mut self, time_ms: i64, mut bytes: Vec<u8>) -> SignedEvent {
         let body_len = bytes.len() - HEADER_LEN;
         let seq = self.tip.seq + 1;

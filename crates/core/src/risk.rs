@@ -166,7 +166,6 @@ impl SessionRisk {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

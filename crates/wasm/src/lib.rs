@@ -438,8 +438,7 @@ impl Agent {
         let Some(p) = pipeline::process(engine, &self.mask, &mut risk, &obs, now) else {
             return Ok(JsValue::NULL);
         };
-        let body = encode_body(&p.body)?;
-        let ev = self.signer.sign_raw_body(now, &body);
+        let ev = self.signer.sign(now, &p.body);
         let o = record_js(&ev)?;
         set(&o, "app", p.verdict.app.unwrap_or_default())?;
         set(&o, "response", p.verdict.response.as_str())?;
@@ -480,8 +479,9 @@ impl Agent {
         now_ms: f64,
     ) -> Result<JsValue, JsValue> {
         let kind: EventKind = serde_wasm_bindgen::from_value(kind).map_err(input)?;
-        let body = encode_body(&EventBody::lifecycle(kind, user, app))?;
-        let ev = self.signer.sign_raw_body(time_ms(now_ms)?, &body);
+        let ev = self
+            .signer
+            .sign(time_ms(now_ms)?, &EventBody::lifecycle(kind, user, app));
         Ok(record_js(&ev)?.into())
     }
 
@@ -536,23 +536,4 @@ pub fn record_info(record: &[u8]) -> Result<JsValue, JsValue> {
     let ev = SignedEvent::from_bytes(record.to_vec())
         .map_err(|e| error("RecordError", "bad_record", e))?;
     tip_js(ChainTip::of(&ev))
-}
-
-/// The body's JSON, exactly what `DeviceSigner::sign` would write, refused
-/// *before* signing when the record format cannot hold it, so the chain
-/// never advances over a record that could not be stored.
-fn encode_body(body: &EventBody) -> Result<Vec<u8>, JsValue> {
-    let bytes = serde_json::to_vec(body).map_err(input)?;
-    let n = bytes.len();
-    if n > sessiontrail_core::record::MAX_BODY_LEN {
-        return Err(error(
-            "RecordError",
-            "body_too_large",
-            format!(
-                "event body is {n} bytes, above the {} byte cap",
-                sessiontrail_core::record::MAX_BODY_LEN
-            ),
-        ));
-    }
-    Ok(bytes)
 }

@@ -106,7 +106,6 @@ pub fn read(b: &[u8], max_entries: usize) -> Option<Entries> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Read as _;

@@ -710,7 +710,6 @@ impl SearchStore for SqliteStore {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

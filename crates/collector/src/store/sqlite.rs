@@ -1298,7 +1298,6 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use sessiontrail_core::event::{Classification, EventBody, EventKind};
     use sessiontrail_core::{ChainTip, DeviceSigner, KeyStatus};

@@ -258,3 +258,46 @@ pub fn batch_request(credential: &str, bytes: Vec<u8>) -> Request<Body> {
 pub fn encode(records: &[SignedEvent]) -> Vec<u8> {
     batch::encode(records)
 }
+
+/// Starts the real `sessiontrail serve` binary on a free loopback port (with
+/// `extra` arguments) and waits for its JSON "listening" log line, which it
+/// returns with the child.
+pub fn serve<S: AsRef<std::ffi::OsStr>>(
+    data_dir: &std::path::Path,
+    extra: impl IntoIterator<Item = S>,
+) -> (std::process::Child, serde_json::Value) {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sessiontrail"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("SESSIONTRAIL_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keep draining stderr after the line so the server never blocks on it.
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "listening"
+            {
+                let _ = tx.send(v);
+                sent = true;
+            }
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(v) => (child, v),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("server did not log its address");
+        }
+    }
+}

@@ -262,7 +262,6 @@ pub fn verify(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

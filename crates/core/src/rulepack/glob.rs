@@ -353,7 +353,6 @@ pub(crate) fn contains_folded(haystack: &str, needle_folded: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

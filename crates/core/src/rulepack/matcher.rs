@@ -602,7 +602,6 @@ fn explain(r: &CRule, obs: &Observation, path: &str, clear: &[&str]) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::event::{ObservedField, ObservedTarget, Target};

@@ -251,7 +251,6 @@ pub(crate) fn toml_error(file: &str, src: &str, e: &toml::de::Error) -> PackErro
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -286,7 +285,6 @@ mod tests {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod demo_pack {
     use super::*;
 

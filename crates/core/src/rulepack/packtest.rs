@@ -380,7 +380,6 @@ pub fn run(pack: &Pack, file: &str, src: &str) -> Result<Report, PackErrors> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

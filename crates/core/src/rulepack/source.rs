@@ -498,7 +498,6 @@ pub fn parse(file: &str, src: &str) -> Result<Pack, PackErrors> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
