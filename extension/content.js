@@ -6,12 +6,13 @@
 // every frame, at document_start, in the isolated world: the page cannot
 // see this code, its variables or its overlays (closed shadow root).
 //
-// Per event, on the main thread, inside the listener: one closest() for
-// the app's selectors, a bounded description of the target (no per-sibling
-// loops over long lists, no layout reads), a regex or two for guards, and
-// a push onto a queue. The queue goes to the service worker in
-// one message per idle slice over one long-lived port; held actions alone
-// talk to the worker synchronously (docs/extension.md, "Main-thread cost").
+// Per event, on the main thread, inside the listener: the guard decision
+// and a snapshot of what the page may change next (one or two closest()
+// calls, the text, the naming attributes; no layout reads), pushed onto a
+// queue. At most a second later (at once when the page is hidden or left)
+// the queue is described in full and goes to the service worker in one
+// message over one long-lived port; held actions alone talk to the worker
+// at once (docs/extension.md, "Main-thread cost").
 (() => {
   'use strict';
 
@@ -23,11 +24,11 @@
   const PATH_STEPS = 5; // levels of target.path, anchor included
   const SIBLING_SCAN = 32; // siblings a path step counts before a binary search
   const TEXT_NODES_MAX = 32; // text nodes read for an element's text
-  const FLUSH_TIMEOUT_MS = 200; // an idle slice comes at the latest after this
+  const FLUSH_DELAY_MS = 1000; // a routine event waits at most this before it is sent
   const BATCH_MAX = 100; // observations per message
   const PORT_NAME = 'sessiontrail/observe';
   const DRAIN_MAX_MS = 3000; // a held action waits at most this for the queue
-  const ALLOWANCE_MS = 60_000;
+  const ALLOW_ONCE_MS = 30_000; // an approved copy/cut/paste/file may be repeated once within this
   const INTERACTIVE =
     'a[href],button,input,select,textarea,label,summary,[role=button],[role=link],[role=menuitem],[role=tab],[role=checkbox],[role=switch]';
 
@@ -35,7 +36,16 @@
 
   let app; // undefined: table not loaded yet; null: not a monitored app
   let live = true;
+  let overlayUp = false; // an overlay is shown (its events are not the page's)
+  // Whether a click on plain content may be held (by a rule without a
+  // selector) on plainUrl under plainApp's table: worked out once per URL.
+  let plainUrl = null;
+  let plainApp;
+  let plainHeld = false;
 
+  // about:blank / srcdoc frames report their parent's URL (topUrl); a
+  // frame's URL never becomes about: later, so this is decided once.
+  const INHERITS = location.href.startsWith('about:');
   function topUrl(href = location.href) {
     if (!href.startsWith('about:')) return href;
     // about:blank / srcdoc frames inherit their parent's origin: describe
@@ -70,6 +80,7 @@
       id: a.id,
       selectors,
       anySelector: selectors.join(', '),
+      interactiveOrAny: selectors.length ? `${INTERACTIVE}, ${selectors.join(', ')}` : INTERACTIVE,
       identity: a.identity,
       guards: a.guards.map((g) => ({
         title: g.title,
@@ -96,6 +107,10 @@
     }
     const a = t.apps.find((x) => x.host_regex.some((s) => new RegExp(s, 'i').test(host)));
     app = a ? compile(a) : null;
+    // Every keystroke would run a keydown listener: there is one only
+    // while a rule may hold a print in this app.
+    if (app && app.guards.some((g) => g.actions.has('print'))) window.addEventListener('keydown', onKeydown, true);
+    else window.removeEventListener('keydown', onKeydown, true);
   }
 
   // Settles once the first table is read (app is no longer undefined).
@@ -115,37 +130,69 @@
     // The real target inside open shadow roots; composedPath() (an array
     // of the whole path) only when the target is a shadow host.
     let t = e.target;
-    if (t && t.shadowRoot && typeof e.composedPath === 'function') t = e.composedPath()[0] || t;
-    if (t && t.nodeType !== 1) t = t.parentElement || null;
-    return t && t.nodeType === 1 ? t : null;
+    if (!t) return null;
+    if (t.shadowRoot && typeof e.composedPath === 'function') t = e.composedPath()[0] || t;
+    return t.nodeType === 1 ? t : t.parentElement || null;
   }
 
-  const SPACE = /\s/;
+  // Whitespace as JavaScript's \s and String.prototype.trim see it. The
+  // checks below are loops, not regexes: a regex is compiled on its first
+  // use, which costs more than these loops on the short strings involved.
+  function isSpace(c) {
+    return c === 32 || (c >= 9 && c <= 13) || (c >= 0xa0 && (c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff));
+  }
+
+  /** Whitespace runs collapsed to one space, trimmed, at most TEXT_MAX characters (then "…"). */
   function clip(s) {
     s = String(s ?? '');
-    if (s.length <= TEXT_MAX && !SPACE.test(s)) return s;
     // Collapse only what can be kept: the input may be a long text.
     if (s.length > TEXT_MAX * 4) s = s.slice(0, TEXT_MAX * 4);
-    s = s.replace(/\s+/g, ' ').trim();
+    let plain = true; // nothing to collapse or trim
+    for (let i = 0, prev = 32; i < s.length && plain; i++) {
+      const c = s.charCodeAt(i);
+      if (isSpace(c) && (c !== 32 || prev === 32 || i === s.length - 1)) plain = false;
+      prev = c;
+    }
+    if (!plain) {
+      const words = [];
+      for (let i = 0, from = -1; i <= s.length; i++) {
+        const end = i === s.length || isSpace(s.charCodeAt(i));
+        if (end && from >= 0) {
+          words.push(s.slice(from, i));
+          from = -1;
+        } else if (!end && from < 0) from = i;
+      }
+      s = words.join(' ');
+    }
     return s.length > TEXT_MAX ? `${s.slice(0, TEXT_MAX)}…` : s;
   }
 
-  function shortText(el) {
-    if (el.localName === 'input') return clip(el.type === 'button' || el.type === 'submit' || el.type === 'reset' ? el.value : '');
-    if (el.localName === 'select' || el.localName === 'textarea') return '';
+  // A target is described in two steps. snap() runs in the listener and
+  // reads what the page's own handlers may change right after it (the
+  // text, the naming attributes, the app selectors the element matches:
+  // everything a rule can match) as raw values. describe() runs at the
+  // flush, or at once for a held action: it clips those values, works out
+  // the role and builds target.path (docs/extension.md, "Main-thread cost").
+
+  function rawText(el, tag) {
+    if (tag === 'input') {
+      const t = el.type;
+      return t === 'button' || t === 'submit' || t === 'reset' ? el.value : '';
+    }
+    if (tag === 'select' || tag === 'textarea') return '';
     // A leaf: its textContent is one short string. Otherwise read text
     // nodes until enough is read (textContent of a table would copy it all).
-    if (!el.firstElementChild) return clip(el.textContent);
+    if (!el.firstElementChild) return el.textContent;
     let out = '';
     const w = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
     for (let n = w.nextNode(), k = 0; n && out.length < TEXT_MAX && k < TEXT_NODES_MAX; n = w.nextNode(), k++) out += `${n.data} `;
-    return clip(out);
+    return out;
   }
 
-  function accName(el, text) {
-    if (!el.hasAttributes() && !el.labels?.length) return text;
+  /** The accessible name when something other than the text gives it, else null. */
+  function rawName(el) {
     const a = el.getAttribute('aria-label');
-    if (a) return clip(a);
+    if (a) return a;
     const by = el.getAttribute('aria-labelledby');
     if (by) {
       const root = el.getRootNode();
@@ -153,29 +200,86 @@
         .split(/\s+/, 4)
         .map((id) => root.getElementById?.(id)?.textContent ?? '')
         .join(' ');
-      if (l.trim()) return clip(l);
+      if (l.trim()) return l;
     }
-    if (el.labels && el.labels.length) return clip(el.labels[0].textContent);
-    return clip(el.getAttribute('title') || el.getAttribute('alt') || el.getAttribute('placeholder') || text);
+    if (el.labels && el.labels.length) return el.labels[0].textContent;
+    return el.getAttribute('title') || el.getAttribute('alt') || el.getAttribute('placeholder') || null;
+  }
+
+  const NONE = Object.freeze([]);
+  // Elements that can have <label>s (HTML "labelable elements").
+  const LABELABLE = { input: 1, select: 1, textarea: 1, button: 1, meter: 1, output: 1, progress: 1 };
+
+  /**
+   * The snapshot taken in the listener. One object literal, few property
+   * reads: the first events of a page run before V8 has type feedback for
+   * this code, when every property access is a slow lookup.
+   */
+  function snap(el, selectors) {
+    const tag = el.localName;
+    const attrs = el.hasAttributes();
+    return {
+      el,
+      tag,
+      type: tag === 'input' ? el.type : '',
+      text: rawText(el, tag),
+      name: attrs ? rawName(el) : LABELABLE[tag] === 1 && el.labels.length ? el.labels[0].textContent : null,
+      role: attrs ? el.getAttribute('role') : null,
+      selectors: selectors ?? matched(el),
+    };
   }
 
   const ROLES = { a: 'link', button: 'button', select: 'combobox', textarea: 'textbox', form: 'form', summary: 'button' };
-  function role(el) {
-    const r = el.hasAttributes() ? el.getAttribute('role') : null;
-    if (r) return r;
-    if (el.localName === 'input') {
-      const t = el.type;
+  function role(s) {
+    if (s.role) return s.role;
+    if (s.tag === 'input') {
+      const t = s.type;
       return t === 'checkbox' || t === 'radio' ? t : ['button', 'submit', 'reset', 'image'].includes(t) ? 'button' : 'textbox';
     }
-    return ROLES[el.localName] ?? '';
+    return ROLES[s.tag] ?? '';
   }
 
-  const PLAIN_VALUE = /^[^"\\\n\r\f]{0,80}$/;
-  const PLAIN_ID = /^[A-Za-z_][\w-]*$/;
-  const cssString = (v) =>
-    PLAIN_VALUE.test(v) ? `"${v}"` : `"${v.slice(0, 80).replace(/["\\]/g, '\\$&').replace(/[\n\r\f]/g, ' ')}"`;
-  const ANCHORS = ['data-testid', 'name'];
-  const KEYS = ['data-id', 'data-key'];
+  /**
+   * The observation's target (docs/formats.md) from a snapshot. The path is
+   * read now: informational (rules never match it), and the costliest part
+   * of a description; an element the page removed meanwhile gets the path
+   * of what is left of its subtree.
+   */
+  function describe(s) {
+    const text = clip(s.text);
+    let path = '';
+    try {
+      path = cssPath(s.el);
+    } catch {
+      // never lose the event over its path
+    }
+    return { tag: s.tag, role: role(s), name: s.name === null ? text : clip(s.name), path, text, selectors: s.selectors };
+  }
+
+  /** A CSS string for an attribute value (docs/formats.md, "Target path"). */
+  function cssString(v) {
+    let plain = v.length <= 80;
+    for (let i = 0; i < v.length && plain; i++) {
+      const c = v.charCodeAt(i);
+      plain = c !== 34 && c !== 92 && c !== 10 && c !== 13 && c !== 12; // " \ \n \r \f
+    }
+    return plain ? `"${v}"` : `"${v.slice(0, 80).replace(/["\\]/g, '\\$&').replace(/[\n\r\f]/g, ' ')}"`;
+  }
+
+  /** Whether an id needs no CSS escaping: [A-Za-z_][A-Za-z0-9_-]*. */
+  function plainId(v) {
+    if (!v) return false;
+    for (let i = 0; i < v.length; i++) {
+      const c = v.charCodeAt(i);
+      const ok = (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95 || (i > 0 && ((c >= 48 && c <= 57) || c === 45));
+      if (!ok) return false;
+    }
+    return true;
+  }
+
+  // What names a step of target.path, best first: `id`, `data-testid` and
+  // `name` are anchors (the path starts there), row keys are not.
+  const STEP_ATTRS = ['id', 'data-testid', 'name', 'data-id', 'data-key'];
   const FOLLOWING = Node.DOCUMENT_POSITION_FOLLOWING;
 
   /**
@@ -219,41 +323,25 @@
     let n = el;
     for (let i = 0; n && i < PATH_STEPS; n = n.parentElement, i++) {
       const tag = n.localName;
-      if (!n.hasAttributes()) {
-        const k = childIndex(n, tag);
-        parts.push(k ? `${tag}:nth-child(${k})` : tag);
-        continue;
-      }
-      const id = n.id;
-      if (id) {
-        parts.push(`${tag}#${PLAIN_ID.test(id) ? id : CSS.escape(id)}`);
-        break;
-      }
-      let anchor = '';
-      for (const a of ANCHORS) {
+      // One call lists the attributes; a value is read only for those
+      // that name a step (best first, an empty value does not count).
+      const names = n.getAttributeNames();
+      let step = '';
+      let anchor = false;
+      for (let k = 0; k < STEP_ATTRS.length && names.length && !step; k++) {
+        const a = STEP_ATTRS[k];
+        if (!names.includes(a)) continue;
         const v = n.getAttribute(a);
-        if (v) {
-          anchor = `${tag}[${a}=${cssString(v)}]`;
-          break;
-        }
+        if (!v) continue;
+        step = k === 0 ? `${tag}#${plainId(v) ? v : CSS.escape(v)}` : `${tag}[${a}=${cssString(v)}]`;
+        anchor = k < 3;
       }
-      if (anchor) {
-        parts.push(anchor);
-        break;
-      }
-      let key = '';
-      for (const a of KEYS) {
-        const v = n.getAttribute(a);
-        if (v) {
-          key = `${tag}[${a}=${cssString(v)}]`;
-          break;
-        }
-      }
-      if (key) parts.push(key);
-      else {
+      if (!step) {
         const k = childIndex(n, tag);
-        parts.push(k ? `${tag}:nth-child(${k})` : tag);
+        step = k ? `${tag}:nth-child(${k})` : tag;
       }
+      parts.push(step);
+      if (anchor) break;
     }
     if (el.getRootNode() instanceof ShadowRoot) parts.push('#shadow-root');
     return parts.reverse().join(' > ');
@@ -266,9 +354,17 @@
     return out;
   }
 
-  function target(el) {
-    const text = shortText(el);
-    return { tag: el.localName, role: role(el), name: accName(el, text), path: cssPath(el), text, selectors: matched(el) };
+  /**
+   * The observation as sent: its target described, its user read. The
+   * user is read here, not in the listener: the identity element holds the
+   * signed-in user for the page's life, and the worker keeps the session's
+   * user for an event that has none (the element already gone).
+   */
+  function finish(o, who) {
+    const t = o.target;
+    if (t && t.el) o.target = describe(t.later ? snap(t.el, NONE) : t);
+    if (o.user === null) o.user = who ?? user();
+    return o;
   }
 
   // The identity element, kept while it stays in the document: a selector
@@ -346,8 +442,10 @@
     }
   }
 
-  // Routine observations are queued in the listener and sent in one
-  // `observeBatch` per idle slice, over one long-lived port. A batch stays
+  // Routine observations are queued in the listener and sent together, in
+  // `observeBatch` messages of up to BATCH_MAX, FLUSH_DELAY_MS after the
+  // first of them (one message, and one pass over cold code, for a burst
+  // of events rather than one each), over one long-lived port. A batch stays
   // in `unacked` until the worker answers that it is committed; when the
   // port goes down (the worker was stopped or evicted) every unacked batch
   // is sent again with sendMessage, which starts a worker, and the next
@@ -360,11 +458,16 @@
   let flushPending = false;
   let drainWaiters = [];
 
+  let flushTimer = 0;
   function scheduleFlush() {
+    if (queue.length >= BATCH_MAX) {
+      clearTimeout(flushTimer);
+      flushTimer = setTimeout(flush, 0);
+      return;
+    }
     if (flushPending) return;
     flushPending = true;
-    if (typeof requestIdleCallback === 'function') requestIdleCallback(flush, { timeout: FLUSH_TIMEOUT_MS });
-    else setTimeout(flush, 0);
+    flushTimer = setTimeout(flush, FLUSH_DELAY_MS);
   }
 
   function settled(id) {
@@ -413,8 +516,11 @@
 
   function flush() {
     flushPending = false;
+    clearTimeout(flushTimer);
     while (queue.length && live) {
+      const who = user();
       const list = queue.splice(0, BATCH_MAX);
+      for (let i = 0; i < list.length; i++) finish(list[i], who);
       const id = nextBatch++;
       const p = openPort();
       unacked.set(id, { list, via: p });
@@ -445,12 +551,17 @@
 
   let lastUrl = location.href;
 
-  function obs(kind, e, el, fields = [], href = location.href) {
+  /**
+   * An observation; its target is a snapshot (snap()) until finish(), or
+   * only the element (`later`: plain content, snapshotted at the flush).
+   * `sels`: the app selectors the element matches, when already known.
+   */
+  function obs(kind, e, el, fields, href, sels, later) {
     return {
       kind,
-      url: topUrl(href),
-      user: user(),
-      target: el ? target(el) : null,
+      url: INHERITS ? topUrl(href) : href,
+      user: null, // finish()
+      target: el ? snap(el, sels) : later ? { el: later, later: true } : null,
       trusted: e ? e.isTrusted === true : true,
       fields,
       action_id: null,
@@ -460,7 +571,7 @@
   function record(o) {
     if (app === null || !live) return;
     queue.push(o);
-    scheduleFlush();
+    if (!flushPending || queue.length >= BATCH_MAX) scheduleFlush();
   }
 
   // With the Navigation API, `currententrychange` reports every change of
@@ -480,16 +591,45 @@
     if (u === lastUrl) return u;
     const from = lastUrl;
     lastUrl = u;
-    record(obs({ type: 'route_change', from }, null, null, [], u));
+    record(obs({ type: 'route_change', from }, null, null, NONE, u));
     return u;
   }
 
   // --------------------------------------------------------------- holding
 
   let bypass = null; // {kind, el}: the one replay in flight
-  const allowance = {}; // kind → until (ms): non-replayable actions allowed once
 
-  let pathOf = ['', '/']; // [url, its path]: parsed once per URL
+  // The guards whose path matches the current URL, by action kind, worked
+  // out once per URL (and table): an event tests only its kind's, and none
+  // at all when they all need an app selector the target does not match.
+  let routeGuards = { app: null, url: '', byKind: null };
+  function guardsHere(url) {
+    if (routeGuards.url === url && routeGuards.app === app) return routeGuards.byKind;
+    let path = '/';
+    try {
+      path = new URL(url).pathname;
+    } catch {
+      path = location.pathname;
+    }
+    const byKind = Object.create(null);
+    for (const g of app.guards) {
+      if (g.path && !g.path.test(path)) continue;
+      for (const k of g.actions) {
+        const e = (byKind[k] ??= { list: [], needsSelector: true });
+        e.list.push(g);
+        if (!g.selector) e.needsSelector = false;
+      }
+    }
+    routeGuards = { app, url, byKind };
+    return byKind;
+  }
+
+  /** Whether a rule may hold `kind` here whatever selectors the target matches. */
+  function unselective(kind, url) {
+    const forKind = guardsHere(url)[kind];
+    return !!forKind && !forKind.needsSelector;
+  }
+
   function guardFor(kind, el, t, url) {
     if (app === undefined) {
       // The table is not loaded yet (first milliseconds of the page): hold
@@ -497,22 +637,18 @@
       return kind === 'submit' || (kind === 'click' && el.closest(INTERACTIVE)) ? { response: 'unknown' } : null;
     }
     if (!app) return null;
-    if (pathOf[0] !== url) {
-      let p = '/';
-      try {
-        p = new URL(url).pathname;
-      } catch {
-        p = location.pathname;
-      }
-      pathOf = [url, p];
-    }
-    const path = pathOf[1];
-    for (const g of app.guards) {
-      if (!g.actions.has(kind)) continue;
-      if (g.path && !g.path.test(path)) continue;
+    const forKind = guardsHere(url)[kind];
+    if (!forKind || (forKind.needsSelector && (!t || t.selectors.length === 0))) return null;
+    const list = forKind.list;
+    for (let i = 0; i < list.length; i++) {
+      const g = list[i];
+      // Without a target (print) only rules without target criteria apply,
+      // as in the worker.
+      if (!t && (g.selector || g.name || g.text)) continue;
       if (g.selector && !t.selectors.includes(g.selector)) continue;
-      if (g.name && !g.name.test(t.name)) continue;
-      if (g.text && !g.text.test(t.text)) continue;
+      // The same clipped strings the worker's rules will see.
+      if (g.name && !g.name.test(t.name === null ? clip(t.text) : clip(t.name))) continue;
+      if (g.text && !g.text.test(clip(t.text))) continue;
       return g;
     }
     return null;
@@ -537,16 +673,13 @@
     const described =
       app === undefined && el
         ? tableLoaded.then(() => {
-            if (app) {
-              o.target = target(el);
-              o.user = user();
-            }
+            if (app) o.target = snap(el);
           })
         : Promise.resolve();
     // Everything queued before this action is recorded first (page order).
     described
       .then(drained)
-      .then(() => send({ t: 'guard', obs: o }))
+      .then(() => send({ t: 'guard', obs: finish(o) }))
       .then(
         (d) => {
           clearTimeout(wait);
@@ -568,21 +701,51 @@
       );
   }
 
-  function allowLater(kind) {
-    allowance[kind] = Date.now() + ALLOWANCE_MS;
+  // Copy, cut, paste and files cannot be replayed faithfully: a synthetic
+  // paste inserts nothing, an untrusted event is not the user's, and the
+  // page's own paste handling would be skipped. After an approval the user
+  // repeats the action instead; the repeat goes through once.
+  const AGAIN = { copy: 'copy again', cut: 'cut again', paste: 'paste again', upload: 'add the file again' };
+  let grant = null; // {kind, el, until, actionId}: the one approved repeat
+
+  // Where a repeat counts as "the same place": the field, or the editable
+  // region the caret is in (a paste lands in whichever child holds it).
+  const EDITABLE = 'input, textarea, [contenteditable=""], [contenteditable=true i], [contenteditable=plaintext-only i]';
+  function place(el) {
+    return (el && el.closest(EDITABLE)) || el || null;
   }
 
-  function go(replay, replayable, kind) {
+  function allowOnce(replay, actionId) {
+    grant = { kind: replay.kind, el: place(replay.el), until: Date.now() + ALLOW_ONCE_MS, actionId: actionId ?? null };
+  }
+
+  /** The approved action this event repeats (its action id), used up; else undefined. */
+  function granted(kind, el) {
+    const g = grant;
+    if (!g || g.kind !== kind || Date.now() > g.until) return undefined;
+    const p = place(el);
+    if (g.el !== p && !(g.el && p && g.el.contains(p))) return undefined;
+    grant = null;
+    return g.actionId;
+  }
+
+  function go(replay, replayable, actionId, title = 'Approved') {
     overlay.hide();
     if (replayable) replay();
     else {
-      allowLater(kind);
-      overlay.show({ mode: 'notice', title: 'Allowed', body: 'You can now repeat the action.' });
+      allowOnce(replay, actionId);
+      const back = place(replay.el);
+      overlay.show({
+        mode: 'notice',
+        title: `${title} — ${AGAIN[replay.kind] ?? 'repeat the action'}`,
+        body: `It goes through once, in the same place, within ${ALLOW_ONCE_MS / 1000} seconds.`,
+        // Back where the user was, ready to repeat (a paste: the caret).
+        onClose: () => back && back.isConnected && back.focus({ preventScroll: true }),
+      });
     }
   }
 
   function decide(d, replay, replayable) {
-    const kind = replay.kind;
     const resolve = (outcome, justification) =>
       send({ t: 'resolve', actionId: d.actionId, outcome, justification }).catch(() => ({ ok: false }));
     switch (d.response) {
@@ -595,7 +758,7 @@
           cancel: 'Cancel',
           onOk: async () => {
             await resolve('allowed');
-            go(replay, replayable, kind);
+            go(replay, replayable, d.actionId);
           },
           onCancel: () => resolve('refused'),
         });
@@ -609,7 +772,7 @@
           cancel: 'Cancel',
           onOk: async (text) => {
             const r = await resolve('allowed', text);
-            if (r && r.ok) go(replay, replayable, kind);
+            if (r && r.ok) go(replay, replayable, d.actionId);
             else overlay.show({ mode: 'notice', title: 'Not recorded', body: 'Please type a reason of a few words.' });
           },
           onCancel: () => resolve('refused', null),
@@ -625,7 +788,7 @@
           onOk: async () => {
             overlay.show({ mode: 'wait', title: 'Waiting for sign-in…' });
             const r = await send({ t: 'stepUp', actionId: d.actionId }).catch(() => ({ ok: false }));
-            if (r && r.ok) go(replay, replayable, kind);
+            if (r && r.ok) go(replay, replayable, d.actionId);
             else
               overlay.show({
                 mode: 'notice',
@@ -643,8 +806,11 @@
         overlay.show({ mode: 'notice', title: 'Session ended', body: `${d.title}. You have been signed out of this app.` });
         return;
       default:
-        overlay.hide();
-        replay();
+        // Nothing to ask (a rule's condition did not hold).
+        if (replayable) {
+          overlay.hide();
+          replay();
+        } else go(replay, replayable, null, 'Checked');
     }
   }
 
@@ -652,24 +818,38 @@
     return bypass && bypass.kind === kind && (bypass.el === el || (el && bypass.el.contains(el)));
   }
 
-  function allowed(kind) {
-    if ((allowance[kind] ?? 0) > Date.now()) {
-      delete allowance[kind];
-      return true;
-    }
-    return false;
-  }
 
   // ------------------------------------------------------------- listeners
 
+  const CLICK = Object.freeze({ type: 'click' });
+
   function onClick(e) {
-    if (!live || app === null || overlay.owns(e)) return;
-    const raw = element(e);
-    if (!raw) return;
-    if (bypassed('click', raw)) return;
-    const href = here();
+    if (!live || app === null || (overlayUp && overlay.owns(e))) return;
+    // element(e), written out (see below).
+    let raw = e.target;
+    if (raw && raw.shadowRoot) raw = e.composedPath()[0] || raw;
+    if (raw && raw.nodeType !== 1) raw = raw.parentElement;
+    if (!raw || (bypass !== null && bypassed('click', raw))) return;
+    const href = urlTracked ? lastUrl : checkUrl();
+    if (href !== plainUrl || app !== plainApp) {
+      plainUrl = href;
+      plainApp = app;
+      plainHeld = !!app && unselective('click', href);
+    }
+    // The common case, a click on plain content (nothing interactive, no
+    // app selector: one closest() says so), can be held by no rule that
+    // needs a selector, and plain content does not change because it was
+    // clicked (a button's label may): only the element is kept, and it is
+    // snapshotted at the flush. Written out here, not through obs() and
+    // record(): the first events of a page run before V8 has type feedback
+    // for this code, and each call and property read then costs.
+    if (app !== undefined && !plainHeld && !raw.closest(app.interactiveOrAny)) {
+      queue.push({ kind: CLICK, url: INHERITS ? topUrl(href) : href, user: null, target: { el: raw, later: true }, trusted: e.isTrusted === true, fields: NONE, action_id: null });
+      if (!flushPending || queue.length >= BATCH_MAX) scheduleFlush();
+      return;
+    }
     const el = raw.closest(INTERACTIVE) || raw;
-    const o = obs({ type: 'click' }, e, el, [], href);
+    const o = obs({ type: 'click' }, e, el, NONE, href);
     const g = guardFor('click', el, o.target, o.url);
     if (!g) return record(o);
     const replay = () => {
@@ -713,14 +893,11 @@
     const href = here();
     if (el.type === 'file') {
       const o = obs({ type: 'upload', files: files(el.files) }, e, el, [], href);
-      const g = guardFor('upload', el, o.target, o.url);
-      if (g && !allowed('upload')) {
+      if (guardFor('upload', el, o.target, o.url) && !repeats(o, 'upload', el)) {
         // A chosen file cannot be held: clear it, ask, and let the user
         // choose it again if allowed.
         el.value = '';
-        const replay = () => {};
-        replay.kind = 'upload';
-        hold(e, o, replay, false);
+        holdOnce(e, o, 'upload', el);
         return;
       }
       return record(o);
@@ -729,17 +906,34 @@
     record(obs({ type: 'input' }, e, el, fields, href));
   }
 
+  /**
+   * True when this event is the approved repeat of a held action: it goes
+   * through, recorded under that action's id (the worker does not ask
+   * again for it).
+   */
+  function repeats(o, kind, el) {
+    const id = granted(kind, el);
+    if (id === undefined) return false;
+    o.action_id = id;
+    return true;
+  }
+
+  /** Holds an action that cannot be replayed; see allowOnce(). */
+  function holdOnce(e, o, kind, el) {
+    const replay = () => {};
+    replay.kind = kind;
+    replay.el = el;
+    hold(e, o, replay, false);
+  }
+
   function onClipboard(e) {
     if (!live || app === null || overlay.owns(e)) return;
     const href = here();
     const el = element(e) || document.activeElement || document.body;
     const kind = e.type;
-    const o = obs({ type: kind }, e, el, [], href);
-    const g = guardFor(kind, el, o.target, o.url);
-    if (!g || allowed(kind)) return record(o);
-    const replay = () => {};
-    replay.kind = kind;
-    hold(e, o, replay, false);
+    const o = obs({ type: kind }, e, el, NONE, href);
+    if (!guardFor(kind, el, o.target, o.url) || repeats(o, kind, el)) return record(o);
+    holdOnce(e, o, kind, el);
   }
 
   function onDrop(e) {
@@ -747,18 +941,45 @@
     const list = e.dataTransfer && e.dataTransfer.files;
     if (!list || list.length === 0) return;
     const el = element(e);
-    const o = obs({ type: 'upload', files: files(list) }, e, el);
-    const g = el ? guardFor('upload', el, o.target, o.url) : null;
-    if (!g || allowed('upload')) return record(o);
-    const replay = () => {};
-    replay.kind = 'upload';
-    hold(e, o, replay, false);
+    const o = obs({ type: 'upload', files: files(list) }, e, el, NONE, here());
+    if (!el || !guardFor('upload', el, o.target, o.url) || repeats(o, 'upload', el)) return record(o);
+    holdOnce(e, o, 'upload', el);
+  }
+
+  // Ctrl/Cmd+P (and Ctrl+Shift+P) reach the page as a keydown before the
+  // browser prints, so a print a rule holds is held here and started again
+  // with print() once approved. A print the page starts itself
+  // (window.print()) or that the browser's menu starts never passes here:
+  // `beforeprint` records it, and cannot stop it.
+  function onKeydown(e) {
+    if (e.keyCode !== 80 || !(e.ctrlKey || e.metaKey) || e.altKey) return;
+    if (!live || !app || overlay.owns(e)) return;
+    const o = obs({ type: 'print' }, e, null, NONE, here());
+    if (!guardFor('print', null, null, o.url)) return; // its beforeprint records it
+    const replay = () => {
+      bypass = { kind: 'print', el: null };
+      try {
+        // The browser's command prints the page, not the focused frame.
+        let w = window;
+        try {
+          if (window.top.document) w = window.top;
+        } catch {
+          // a cross-origin top: print this frame
+        }
+        w.print();
+      } finally {
+        bypass = null;
+      }
+    };
+    replay.kind = 'print';
+    hold(e, o, replay, true, null);
   }
 
   function onPrint(e) {
-    if (!live || app === null) return;
-    // beforeprint cannot be cancelled: printing is recorded, not held.
-    record(obs({ type: 'print' }, e, null));
+    // beforeprint cannot be cancelled: a print that did not come through
+    // onKeydown is recorded, not held. The replay of a held one is already.
+    if (!live || app === null || (bypass !== null && bypass.kind === 'print')) return;
+    record(obs({ type: 'print' }, e, null, NONE, here()));
   }
 
   const opts = { capture: true };
@@ -792,13 +1013,29 @@
       setTimeout(pageLoad, 5);
       return;
     }
-    if (app) record(obs({ type: 'page_load' }, null, null));
+    if (app) {
+      record(obs({ type: 'page_load' }, null, null, NONE, location.href));
+      // Sent in the first idle slice: there is nothing to batch a page load
+      // with, and the port (connecting costs a few hundred µs) is then open
+      // before the first user event, off any event's path.
+      requestIdleCallback(flush, { timeout: FLUSH_DELAY_MS });
+    }
   })();
 
   chrome.runtime.onMessage.addListener((msg) => {
     if (!msg || msg.t !== 'prompt' || window !== window.top) return;
     // A response fired on an action that could not be held (a session
     // threshold, a download): prompt after the fact.
+    if (msg.response === 'block' && msg.kind !== 'download') {
+      // The worker cancels a download; anything else that reaches it
+      // unheld (a print from the browser menu, a page view) has happened.
+      overlay.show({
+        mode: 'notice',
+        title: 'Not allowed by your organisation',
+        body: `${msg.title}. It could not be stopped in time and was recorded.`,
+      });
+      return;
+    }
     const noop = () => {};
     noop.kind = '';
     decide({ response: msg.response, actionId: msg.actionId, title: msg.title }, noop, true);
@@ -833,6 +1070,7 @@
         // No constructable stylesheets: unstyled but working.
       }
       (document.documentElement || document).appendChild(host);
+      overlayUp = true;
     }
     function el(tag, text, cls) {
       const n = document.createElement(tag);
@@ -868,7 +1106,10 @@
         row.append(c, ok);
       } else if (o.mode === 'notice') {
         const ok = el('button', 'OK', 'primary');
-        ok.onclick = hide;
+        ok.onclick = () => {
+          hide();
+          o.onClose?.();
+        };
         row.append(ok);
       }
       box.append(row);
@@ -881,7 +1122,8 @@
       if (host) host.remove();
       host = null;
       root = null;
+      overlayUp = false;
     }
-    return { show, hide, owns: (e) => !!host && e.composedPath().includes(host) };
+    return { show, hide, owns: (e) => host !== null && e.composedPath().includes(host) };
   })();
 })();

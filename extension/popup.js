@@ -86,13 +86,32 @@ async function render() {
   }
   const parts = [
     status.configSource === 'policy' ? 'Configured by your organisation.' : status.configSource === 'dev' ? 'Development configuration (not managed).' : 'Not configured.',
-    status.enrolled ? 'Enrolled.' : 'Not enrolled yet.',
+    enrollmentText(status),
     `${status.queue} event(s) waiting to be sent.`,
   ];
   if (status.upload && status.upload.lastOkMs) parts.push(`Last sent ${new Date(status.upload.lastOkMs).toLocaleTimeString()}.`);
   if (status.gap) parts.push(`${status.gap.dropped} event(s) could not be kept (storage cap); this is recorded.`);
   if (status.lastResponse) parts.push(`Last response: ${status.lastResponse.response.replace('_', '-')} — ${status.lastResponse.title}.`);
   agent.textContent = parts.join(' ');
+}
+
+/** Where enrollment stands, in plain words (status.enrollment, see sw.js). */
+function enrollmentText(status) {
+  const e = status.enrollment || {};
+  const at = (ms) => new Date(ms).toLocaleTimeString();
+  if (status.enrolled) {
+    return e.reenrolledMs
+      ? `Enrolled (re-enrolled at ${at(e.reenrolledMs)}: this device had lost its credential and proved it still holds its key).`
+      : 'Enrolled.';
+  }
+  if (e.state === 'refused' && e.code === 'device_revoked') {
+    return 'This device was revoked by your organisation: events are kept on this device and not sent.';
+  }
+  if (e.state === 'refused') {
+    return `Enrollment was refused (${e.code}): ${e.message}. Nothing is sent until your organisation provides a new enrollment token.`;
+  }
+  if (e.state === 'retrying') return `Not enrolled yet (${e.code}); trying again at ${at(e.nextMs)}.`;
+  return 'Not enrolled yet.';
 }
 
 render();

@@ -36,6 +36,8 @@ const S = {
   gap: null, // {dropped, first_ms, last_ms}
   upload: { failures: 0, nextMs: 0, lastOkMs: 0, lastError: '', rejected: 0, accepted: 0, duplicates: 0 },
   enrollment: null,
+  // Where enrollment stands (kv/enrollState, shown in the status): see enrollNow().
+  enroll: { state: 'none' },
   queueCount: 0,
   packErrors: [],
   lastResponse: null,
@@ -73,13 +75,14 @@ async function boot() {
   await init({ module_or_path: chrome.runtime.getURL('extension/pkg/sessiontrail_wasm_bg.wasm') });
   S.bootMs = { wasm: Math.round(performance.now() - t0) };
   await db.open();
-  const kv = await db.getMany(['device', 'maskKey', 'enrollment', 'packs', 'inForce', 'sessions', 'tabs', 'pending', 'gap', 'upload']);
+  const kv = await db.getMany(['device', 'maskKey', 'enrollment', 'enrollState', 'packs', 'inForce', 'sessions', 'tabs', 'pending', 'gap', 'upload']);
   S.sessions = kv.sessions ?? {};
   S.tabs = kv.tabs ?? {};
   S.pending = kv.pending ?? {};
   S.gap = kv.gap ?? null;
   S.upload = { ...S.upload, ...(kv.upload ?? {}) };
   S.enrollment = kv.enrollment ?? null;
+  S.enroll = kv.enrollState ?? { state: 'none' };
   S.inForce = kv.inForce ?? {};
   S.packs = kv.packs ?? {};
   S.queueCount = await db.queueCount();
@@ -515,7 +518,40 @@ async function terminateApp(appId, reason, hintUrl) {
 }
 
 /** Reaction to a holding response on an action that was not held. */
+// After an approval, an action the content script cannot replay (copy,
+// cut, paste, a file) is repeated by the user once, and recorded under the
+// approved action's id; a held print is replayed, and each frame of the
+// page records the print. Those records are not asked about again. Kept in
+// memory only: a worker restarted in between asks once more (fail safe).
+const REPEATED = new Set(['copy', 'cut', 'paste', 'upload']);
+const grants = new Map(); // actionId → {tab, kind, response, untilMs}
+
+function grantRepeat(p, actionId) {
+  if (!REPEATED.has(p.kind) && p.kind !== 'print') return;
+  // The content script allows the repeat for 30 s; its record may come a
+  // while later (queued, resent after a worker restart).
+  grants.set(actionId, { tab: p.tab, kind: p.kind, response: p.response, untilMs: now() + (p.kind === 'print' ? 15_000 : 120_000) });
+}
+
+function usesGrant(r, obs, tabId) {
+  const t = now();
+  for (const [id, g] of grants) {
+    if (t > g.untilMs) {
+      grants.delete(id);
+      continue;
+    }
+    if (g.tab !== tabId || g.kind !== obs.kind.type || g.response !== r.response) continue;
+    if (g.kind === 'print') return true;
+    if (obs.action_id === id) {
+      grants.delete(id);
+      return true;
+    }
+  }
+  return false;
+}
+
 async function reactUnheld(r, obs, tabId) {
+  if (usesGrant(r, obs, tabId)) return;
   const title = summary(r);
   badge(tabId, r.response, title);
   if (r.response === 'terminate') {
@@ -530,7 +566,7 @@ async function reactUnheld(r, obs, tabId) {
   S.pending[actionId] = { response: r.response, app: r.app, url: obs.url, tab: tabId, user: obs.user, createdMs: now(), unheld: true };
   await db.put({ pending: S.pending });
   chrome.tabs
-    .sendMessage(tabId, { t: 'prompt', actionId, response: r.response, title, reason: r.reason }, { frameId: 0 })
+    .sendMessage(tabId, { t: 'prompt', actionId, response: r.response, title, reason: r.reason, kind: obs.kind.type }, { frameId: 0 })
     .catch(() => {});
 }
 
@@ -557,9 +593,11 @@ async function persistUpload() {
 
 async function doFlush({ force = false } = {}) {
   if (!S.cfg.collectorUrl) return;
-  if (!S.enrollment) await enrollNow();
-  if (!S.enrollment) return;
+  // The upload backoff gates (re-)enrollment too: a credential the
+  // collector keeps refusing must not turn every event into an enrollment.
   if (!force && now() < S.upload.nextMs) return;
+  if (!S.enrollment) await enrollNow({ force });
+  if (!S.enrollment) return;
   for (;;) {
     const items = await db.queueHead(S.cfg.batchMaxRecords);
     if (items.length === 0) break;
@@ -574,8 +612,16 @@ async function doFlush({ force = false } = {}) {
         continue;
       }
       if (e.status === 401 || e.code === 'unknown_device') {
-        // The credential is no longer valid: enroll again (needs a token).
+        // The credential is no longer valid (revoked by a re-enrollment,
+        // expired, or unknown to a reset collector): enroll again; a key the
+        // collector knows gets a new credential through re-enrollment.
         S.enrollment = null;
+        await db.put({ enrollment: undefined });
+      } else if (e.code === 'device_revoked') {
+        // Revocation is final for this key: keep the queue, stop sending
+        // and enrolling until the policy changes (see enrollNow).
+        S.enrollment = null;
+        await setEnrollState({ state: 'refused', attempt: await attemptId(S.cfg), code: e.code, message: e.message, failures: 0, nextMs: 0 });
         await db.put({ enrollment: undefined });
       }
       S.upload.failures += 1;
@@ -608,25 +654,97 @@ async function doFlush({ force = false } = {}) {
   await writeStatus();
 }
 
-async function enrollNow() {
+// Enrollment. kv/enrollState, for the collector URL and token it was for
+// (`attempt`, a hash: the token itself stays out of the status):
+//   enrolled  kv/enrollment holds the credential (`reenrolledMs` when it
+//             came from a re-enrollment);
+//   retrying  a transient failure (network, 429, 5xx, a stale challenge):
+//             tried again after `nextMs` (exponential backoff, persisted);
+//   refused   an answer a retry cannot change (revoked key, expired, used-up
+//             or unknown token, …): not tried again until the policy names
+//             another collector or token.
+// POST /v1/enroll answers 409 already_enrolled when the collector knows the
+// key (its answer was lost, or the stored credential was): the device then
+// re-enrolls, proving over a fresh challenge that it holds the key, and gets
+// a new credential (the old ones are revoked). Only one attempt runs at a
+// time: two re-enrollments would revoke each other's credential.
+let enrolling = null;
+function enrollNow(opts = {}) {
+  if (!enrolling) enrolling = doEnroll(opts).finally(() => (enrolling = null));
+  return enrolling;
+}
+
+async function attemptId(c) {
+  const bytes = new TextEncoder().encode(`${c.collectorUrl}\n${c.enrollmentToken ?? ''}`);
+  const h = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(h.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function setEnrollState(st) {
+  S.enroll = { ...st, atMs: now() };
+  await db.put({ enrollState: S.enroll });
+}
+
+/** One re-enrollment; a challenge that went stale on the way is replaced once. */
+async function reenroll(c, deviceKey) {
+  for (let i = 0; ; i++) {
+    const { challenge } = await collector.enrollChallenge(c.collectorUrl, deviceKey);
+    try {
+      return await collector.reenroll(c.collectorUrl, {
+        token: c.enrollmentToken,
+        deviceKey,
+        challenge,
+        proof: S.agent.reenrollProof(c.enrollmentToken, challenge),
+      });
+    } catch (e) {
+      if (e.code !== 'invalid_challenge' || i >= 1) throw e;
+    }
+  }
+}
+
+async function doEnroll({ force = false } = {}) {
   const c = S.cfg;
   if (S.enrollment && S.enrollment.collectorUrl === c.collectorUrl) return;
   if (!c.collectorUrl || !c.enrollmentToken) return;
+  const attempt = await attemptId(c);
+  const prev = S.enroll.attempt === attempt ? S.enroll : null;
+  if (prev?.state === 'refused') return;
+  if (prev?.state === 'retrying' && !force && now() < prev.nextMs) return;
   const deviceKey = S.agent.publicKey();
   const user = (c.identity.source === 'policy' && c.identity.user) || c.identity.user || 'unknown';
   try {
-    const r = await collector.enroll(c.collectorUrl, {
-      token: c.enrollmentToken,
-      deviceKey,
-      proof: S.agent.enrollProof(c.enrollmentToken),
-      user,
-      deviceName: c.deviceName || `chrome-${deviceKey.slice(0, 12)}`,
-      extra: { agent: 'sessiontrail-extension', agent_version: chrome.runtime.getManifest().version },
-    });
-    S.enrollment = { credential: r.credential, deviceKey, user: r.user, collectorUrl: c.collectorUrl, enrolledMs: r.enrolled_ms };
+    let r;
+    let reenrolledMs = null;
+    try {
+      r = await collector.enroll(c.collectorUrl, {
+        token: c.enrollmentToken,
+        deviceKey,
+        proof: S.agent.enrollProof(c.enrollmentToken),
+        user,
+        deviceName: c.deviceName || `chrome-${deviceKey.slice(0, 12)}`,
+        extra: { agent: 'sessiontrail-extension', agent_version: chrome.runtime.getManifest().version },
+      });
+    } catch (e) {
+      if (e.code !== 'already_enrolled') throw e;
+      r = await reenroll(c, deviceKey);
+      reenrolledMs = r.reenrolled_ms;
+    }
+    S.enrollment = { credential: r.credential, deviceKey, user: r.user, collectorUrl: c.collectorUrl, enrolledMs: r.enrolled_ms, reenrolledMs };
     await db.put({ enrollment: S.enrollment });
+    await setEnrollState({ state: 'enrolled', attempt, reenrolledMs, failures: 0, nextMs: 0 });
     S.upload.lastError = '';
   } catch (e) {
+    const retry = !(e instanceof collector.CollectorError) || e.transient || e.code === 'invalid_challenge' || e.code === 'not_enrolled';
+    const failures = (prev?.failures ?? 0) + 1;
+    const base = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(failures, 20));
+    await setEnrollState({
+      state: retry ? 'retrying' : 'refused',
+      attempt,
+      code: e.code ?? e.name,
+      message: e.message,
+      failures,
+      nextMs: retry ? now() + Math.max(base * (0.5 + Math.random() / 2), (e.retryAfterS ?? 0) * 1000) : 0,
+    });
     S.upload.lastError = `enrollment: ${e.message}`;
   }
   await writeStatus();
@@ -654,6 +772,8 @@ async function writeStatus() {
     warnings: S.cfg?.warnings ?? [],
     collectorUrl: S.cfg?.collectorUrl ?? '',
     enrolled: !!S.enrollment,
+    // state, code, message, atMs, failures, nextMs, reenrolledMs: nothing secret.
+    enrollment: (({ attempt, ...st }) => st)(S.enroll),
     deviceKey: S.agent?.publicKey() ?? '',
     identitySource: S.cfg?.identity.source ?? 'page',
     stepUpConfigured: !!S.cfg?.stepUp,
@@ -720,7 +840,7 @@ async function dispatch(msg, sender) {
         });
       } else {
         // obs.user is the user the held action was recorded under.
-        S.pending[obs.action_id] = { response: r.response, app: r.app, url: obs.url, tab: tabId, user: obs.user, createdMs: now() };
+        S.pending[obs.action_id] = { response: r.response, app: r.app, url: obs.url, tab: tabId, user: obs.user, kind: obs.kind.type, createdMs: now() };
         await db.put({ pending: S.pending });
       }
       await writeStatus();
@@ -740,6 +860,7 @@ async function dispatch(msg, sender) {
         if (outcome === 'refused') justification = justification || null;
       }
       await serial(() => recordResolved(p, msg.actionId, p.response, outcome, justification));
+      if (outcome === 'allowed') grantRepeat(p, msg.actionId);
       if (p.response === 'step_up' && p.unheld) {
         await serial(() => terminateApp(p.app, 'step-up required by session risk was declined', p.url));
       }
@@ -768,6 +889,7 @@ async function dispatch(msg, sender) {
         error = { name: e.name, code: e.code ?? '', message: e.message };
       }
       await serial(() => recordResolved(p, msg.actionId, 'step_up', outcome, null, fields));
+      if (outcome === 'allowed') grantRepeat(p, msg.actionId);
       if (outcome === 'refused' && p.unheld) {
         // The session crossed a step-up threshold and did not re-authenticate.
         await serial(() => terminateApp(p.app, 'step-up required by session risk was not completed', p.url));

@@ -1,5 +1,8 @@
 // The collector's HTTP API, as the device uses it:
 //   POST /v1/enroll                       enrollment token + proof → credential
+//   POST /v1/enroll/challenge             device key → single-use challenge
+//   POST /v1/reenroll                     token + challenge + proof → new credential
+//                                         for a key that is already enrolled
 //   POST /v1/batches                      a batch of signed records → per-record verdicts
 //   GET  /v1/rulepacks/current?group=G    the compiled, admin-signed pack (ETag)
 // The collector is trusted to store what it acknowledges; it is NOT trusted
@@ -62,6 +65,31 @@ export async function enroll(base, { token, deviceKey, proof, user, deviceName, 
     }),
   });
   if (res.status !== 201 && res.status !== 200) throw await fail(res);
+  return res.json();
+}
+
+/** A single-use re-enrollment challenge for `deviceKey`: {challenge, expires_ms}. */
+export async function enrollChallenge(base, deviceKey) {
+  const res = await call(`${base}/v1/enroll/challenge`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ device_key: deviceKey }),
+  });
+  if (res.status !== 200) throw await fail(res);
+  return res.json();
+}
+
+/**
+ * A new credential for an enrolled key (its earlier credentials are revoked):
+ * {device_key, user, device_name, enrolled_ms, credential, reenrolled_ms, credentials_revoked}.
+ */
+export async function reenroll(base, { token, deviceKey, challenge, proof }) {
+  const res = await call(`${base}/v1/reenroll`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ enrollment_token: token, device_key: deviceKey, challenge, proof }),
+  });
+  if (res.status !== 200) throw await fail(res);
   return res.json();
 }
 

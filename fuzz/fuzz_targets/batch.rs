@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             raw: r.as_bytes(),
             record: Some(r),
             signature_ok: *s == sessiontrail_core::batch::SigStatus::Valid,
+            hash: None,
         })
         .collect();
     let _ = check(&device, &Nothing, &items, None);

@@ -11,7 +11,14 @@
 //   collector committed it but before the ack reached the worker, once before
 //   the collector saw it — and a new event wakes it.
 //
-// Both end with the same check: what the collector stored for the device is
+// - Scenario 8: the worker loses its stored credential but keeps its key
+//   (and a batch is in flight), then loses the answer to its first
+//   re-enrollment too; it re-enrolls (challenge + proof of the same key)
+//   and ships everything, and the lost credentials are refused.
+// - Scenario 9: an admin revokes the device: the worker stops sending and
+//   enrolling (no retry loop, across a restart), keeps its queue and says so.
+//
+// Scenarios 6–8 end with the same check: what the collector stored for the device is
 // every record the extension signed (seq 1..tip, contiguous, no gaps, no
 // duplicates), each one verified here with Node crypto and chained to its
 // predecessor, and the last one is the worker's persisted chain tip.
@@ -44,10 +51,13 @@ const skip = extensionSkipReason();
  * An HTTP relay in front of the collector. `hold` decides what happens to
  * the next batches (POST /v1/batches): 'after' forwards the batch and keeps
  * the collector's answer from the worker; 'before' keeps the batch from the
- * collector. `held` lists them, with their record count.
+ * collector. `held` lists them, with their record count. `holdPath` keeps
+ * the collector's answer to the next request on that path from the worker
+ * (as 'after'; `held[i].answer` is the answer's body). `log` lists every
+ * request as "METHOD /path".
  */
 async function startRelay(upstreamPort) {
-  const relay = { hold: null, held: [], batches: 0 };
+  const relay = { hold: null, holdPath: null, held: [], batches: 0, log: [] };
   const srv = http.createServer((req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
@@ -55,7 +65,12 @@ async function startRelay(upstreamPort) {
       const body = Buffer.concat(chunks);
       const isBatch = req.method === 'POST' && req.url.startsWith('/v1/batches');
       if (isBatch) relay.batches += 1;
-      const hold = isBatch ? relay.hold : null;
+      relay.log.push(`${req.method} ${req.url.split('?')[0]}`);
+      let hold = isBatch ? relay.hold : null;
+      if (relay.holdPath && req.url.startsWith(relay.holdPath)) {
+        relay.holdPath = null;
+        hold = 'after';
+      }
       const records = isBatch ? decodeBatch(body).map(parseRecord) : [];
       if (hold === 'before') {
         relay.held.push({ res, records, committed: false });
@@ -68,7 +83,7 @@ async function startRelay(upstreamPort) {
         ur.on('data', (c) => uc.push(c));
         ur.on('end', () => {
           if (hold === 'after') {
-            relay.held.push({ res, records, committed: ur.statusCode === 200, status: ur.statusCode });
+            relay.held.push({ res, records, committed: ur.statusCode === 200, status: ur.statusCode, answer: Buffer.concat(uc) });
             return;
           }
           const h = { ...ur.headers };
@@ -107,6 +122,7 @@ describe('extension: nothing lost, nothing duplicated (collector outage, worker 
   let relay;
   let dataDir;
   let auditor;
+  let admin;
   let page;
   let deviceKey;
 
@@ -178,7 +194,7 @@ describe('extension: nothing lost, nothing duplicated (collector outage, worker 
     buildCollectorIfMissing();
     dataDir = await mkdtemp(join(tmpdir(), 'sessiontrail-collector-'));
     let enrollToken;
-    ({ enrollToken, auditor } = createCredentials(dataDir));
+    ({ enrollToken, auditor, admin } = createCredentials(dataDir, { admin: true }));
     collector = await startCollector(dataDir);
     relay = await startRelay(Number(new URL(collector.base).port));
 
@@ -289,4 +305,125 @@ describe('extension: nothing lost, nothing duplicated (collector outage, worker 
       browser.sw = sw;
     });
   }
+
+  /** The collector's admin audit trail (auditor token). */
+  async function audit() {
+    const res = await fetch(`${collector.base}/v1/admin/audit?limit=1000`, { headers: { authorization: `Bearer ${auditor}` } });
+    assert.equal(res.status, 200);
+    return res.json();
+  }
+
+  /** What the collector answers a batch posted with `credential` (auth comes before the body). */
+  async function batchWith(credential) {
+    const res = await fetch(`${collector.base}/v1/batches`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/octet-stream' },
+      body: Buffer.from('not a batch'),
+    });
+    return { status: res.status, code: (await res.json()).error?.code };
+  }
+
+  /** The popup's "agent" paragraph, as the employee reads it. */
+  async function popupAgentText() {
+    const p = await browser.ctx.newPage();
+    await p.goto(`chrome-extension://${browser.extensionId}/extension/popup.html`);
+    const text = await waitFor(async () => {
+      const t = await p.locator('#agent').textContent();
+      return t && t !== 'Starting…' ? t : null;
+    }, { timeout: 5_000, message: 'the popup rendered' });
+    await p.close();
+    return text;
+  }
+
+  test('scenario 8: the stored credential is lost (key kept, a batch in flight), then the re-enrollment answer too', async () => {
+    const { ctx, extensionId } = browser;
+    let sw = browser.sw;
+    const start = await assertLossless(sw, 'before');
+    const dupBefore = start.s.upload.duplicates;
+    const reenrollsBefore = (await audit()).filter((a) => a.action === 'device.reenroll').length;
+    const oldCredential = await sw.evaluate(async () => (await globalThis.sessiontrail.db.get('enrollment')).credential);
+
+    // Events are signed and a batch is on its way (held before the
+    // collector) when the credential disappears from IndexedDB.
+    relay.hold = 'before';
+    await clicks(sw, 20);
+    await waitFor(() => relay.held.length > 0, { timeout: 15_000, message: 'a batch in flight' });
+    await sw.evaluate(() => globalThis.sessiontrail.db.put({ enrollment: undefined }));
+    assert.equal(await stopServiceWorker(ctx, extensionId), true);
+    relay.release();
+
+    // The next worker finds no credential; the collector knows the key
+    // (409), so it re-enrolls, but that answer is lost as well: the
+    // collector committed a credential the worker never sees.
+    relay.holdPath = '/v1/reenroll';
+    await page.locator(CELL).nth(3).click();
+    sw = await waitForServiceWorker(ctx, extensionId, { timeout: 20_000 });
+    await waitFor(() => relay.held.length > 0, { timeout: 20_000, message: 'a re-enrollment in flight' });
+    const lost = relay.held[0];
+    assert.equal(lost.status, 200, `the collector re-enrolled the key (${lost.answer})`);
+    const lostCredential = JSON.parse(lost.answer).credential;
+    assert.equal(await stopServiceWorker(ctx, extensionId), true);
+    relay.release();
+
+    // And the one after that re-enrolls again (a fresh challenge) and ships everything.
+    const logAt = relay.log.length;
+    await page.locator(CELL).nth(4).click();
+    sw = await waitForServiceWorker(ctx, extensionId, { timeout: 20_000 });
+    await drained(sw, 'the queue drained after the re-enrollment');
+    const { s } = await assertLossless(sw, 'after the re-enrollment');
+    assert.equal(s.upload.duplicates - dupBefore, 0, 'nothing was a duplicate: the held batch never reached the collector');
+    const calls = relay.log.slice(logAt);
+    assert.deepEqual(
+      calls.filter((c) => !c.startsWith('POST /v1/batches') && !c.startsWith('GET /v1/rulepacks')),
+      ['POST /v1/enroll', 'POST /v1/enroll/challenge', 'POST /v1/reenroll'],
+      `one enrollment attempt, answered by a re-enrollment (${calls.join(', ')})`,
+    );
+
+    const st = await sw.evaluate(() => globalThis.sessiontrail.status());
+    assert.equal(st.enrolled, true);
+    assert.equal(st.enrollment.state, 'enrolled');
+    assert.ok(st.enrollment.reenrolledMs > 0, 'the status says the device re-enrolled');
+    assert.ok(!JSON.stringify(st).includes(oldCredential.split('.')[2]), 'no credential in the status');
+    assert.match(await popupAgentText(), /re-enrolled at/);
+    // Both lost credentials are dead; each re-enrollment is on the audit trail.
+    assert.deepEqual(await batchWith(oldCredential), { status: 401, code: 'token_revoked' });
+    assert.deepEqual(await batchWith(lostCredential), { status: 401, code: 'token_revoked' });
+    const re = (await audit()).filter((a) => a.action === 'device.reenroll');
+    assert.equal(re.length - reenrollsBefore, 2);
+    assert.ok(re.slice(-2).every((a) => a.subject === deviceKey && a.details.credentials_revoked === 1));
+    browser.sw = sw;
+  });
+
+  test('scenario 9: the device is revoked: the worker stops sending and enrolling, keeps its queue and says so', async () => {
+    const { ctx, extensionId } = browser;
+    let sw = browser.sw;
+    const res = await fetch(`${collector.base}/v1/devices/${deviceKey}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${admin}` } });
+    assert.equal(res.status, 200);
+    await clicks(sw, 3);
+    const st = await waitFor(async () => {
+      await sw.evaluate(() => globalThis.sessiontrail.flush());
+      const x = await sw.evaluate(() => globalThis.sessiontrail.status());
+      return x.enrollment.state === 'refused' ? x : null;
+    }, { timeout: 20_000, interval: 500, message: 'the worker saw the revocation' });
+    assert.equal(st.enrollment.code, 'device_revoked');
+    assert.equal(st.enrolled, false);
+
+    // No retry loop: more events, forced flushes and a worker restart send
+    // nothing to the collector.
+    const quiet = relay.log.length;
+    await clicks(sw, 3);
+    for (let i = 0; i < 3; i++) await sw.evaluate(() => globalThis.sessiontrail.flush());
+    assert.equal(await stopServiceWorker(ctx, extensionId), true);
+    await page.locator(CELL).nth(5).click();
+    sw = await waitForServiceWorker(ctx, extensionId, { timeout: 20_000 });
+    await waitFor(async () => (await swState(sw)).tip.seq > 0, { message: 'the restarted worker is up' });
+    await sw.evaluate(() => globalThis.sessiontrail.flush());
+    await new Promise((r) => setTimeout(r, 2_000));
+    assert.deepEqual(relay.log.slice(quiet), [], 'nothing was sent to the collector after the revocation');
+    const after_ = await swState(sw);
+    assert.ok(after_.queue >= 7, `the events are kept on the device (${after_.queue} queued)`);
+    assert.equal((await sw.evaluate(() => globalThis.sessiontrail.status())).enrollment.state, 'refused');
+    assert.match(await popupAgentText(), /revoked by your organisation/);
+    browser.sw = sw;
+  });
 });

@@ -80,6 +80,15 @@ pub enum TokenCommand {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// Revoke a credential or enrollment token by id (any role; a device's
+    /// credential too). Written to the evidence log as `token.revoke`.
+    Revoke {
+        #[arg(long, env = "SESSIONTRAIL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The credential's id: the 16 hex digits after `st1.` (printed when it
+        /// was created).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +156,20 @@ fn create_token(dir: &Path, role: UserRole, ttl: Option<&str>) -> Result<String,
     Ok(g.credential)
 }
 
+fn revoke_token(dir: &Path, id: &str) -> Result<(), String> {
+    let t = open(dir)?
+        .revoke_token(id, crate::now_ms(), &Actor::cli())
+        .map_err(|e| format!("cannot revoke: {e}"))?
+        .ok_or_else(|| format!("no credential or enrollment token has the id {id:?}"))?;
+    eprintln!(
+        "revoked {} credential {} (at {} ms since the epoch)",
+        t.role.as_str(),
+        t.id,
+        t.revoked_ms.unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn create_enroll_token(
     dir: &Path,
     uses: u64,
@@ -196,6 +219,9 @@ pub fn main() -> ExitCode {
                     ttl,
                 },
         } => create_token(&data_dir, role, ttl.as_deref()).map(Some),
+        Command::Token {
+            command: TokenCommand::Revoke { data_dir, id },
+        } => revoke_token(&data_dir, &id).map(|()| None),
         Command::EnrollToken {
             command:
                 EnrollTokenCommand::Create {

@@ -29,7 +29,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 8 * 1024 * 1024,
             max_decompressed_bytes: sessiontrail_core::batch::MAX_BATCH_LEN,
-            max_inflight: 32,
+            max_inflight: 64,
             ingest_queue: 64,
             retry_after_secs: 1,
             metrics_open_on_loopback: true,

@@ -1,5 +1,6 @@
-//! Read endpoints for auditors (and admins): a device's state and gaps, its
-//! stored records verbatim, and the admin audit trail.
+//! Read endpoints for auditors (and admins): the fleet (which devices have
+//! gone silent), a device's state and gaps, its stored records verbatim,
+//! and the admin audit trail.
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
@@ -12,7 +13,7 @@ use sessiontrail_core::{DeviceKey, SignedEvent};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{AuditEntry, Device, Gap, Role};
+use crate::store::{AuditEntry, Device, DeviceStatus, Gap, Role};
 
 /// `axum::extract::Query` answering bad query strings with [`ApiError`].
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +44,39 @@ fn unknown() -> ApiError {
         code: "unknown_device",
         message: "no enrolled device has this key".into(),
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetQuery {
+    /// Only devices not heard from for this long (`90m`, `24h`, `7d`).
+    pub silent_for: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/devices?silent_for=24h&limit=N` (auditor, admin): enrolled
+/// devices, the longest silent first, with when each was last heard from
+/// and its open gaps. A device that stops shipping (uninstalled, wiped,
+/// its queue deleted) cannot say so; this is where it shows.
+pub async fn get_devices(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FleetQuery>,
+) -> Result<Json<Vec<DeviceStatus>>, ApiError> {
+    caller.require(READERS)?;
+    let since = match q.silent_for.as_deref().filter(|s| !s.is_empty()) {
+        Some(d) => Some(
+            crate::now_ms()
+                - crate::config::parse_ttl(d).map_err(|e| ApiError::bad_request("bad_query", e))?,
+        ),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_RECORDS);
+    let store = state.store.clone();
+    let rows = tokio::task::spawn_blocking(move || store.device_statuses(since, limit))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(rows))
 }
 
 #[derive(Debug, Serialize)]

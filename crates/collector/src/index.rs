@@ -30,30 +30,34 @@ pub struct IndexFields {
 }
 
 impl IndexFields {
-    pub fn from_body(b: &EventBody) -> IndexFields {
+    /// Takes the strings out of `b` (the ingest path parses a body only to
+    /// index it, so nothing is copied twice).
+    pub fn from_body(b: EventBody) -> IndexFields {
         let json_list = |v: &[String]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+        let rules = json_list(&b.classification.rules);
+        let tags = json_list(&b.classification.tags);
         IndexFields {
-            user: b.user.clone(),
-            app: b.app.clone(),
             action: b.kind.action().as_str(),
-            rules: json_list(&b.classification.rules),
-            rule_ids: b.classification.rules.clone(),
+            rules,
+            rule_ids: b.classification.rules,
             severity: b.classification.severity.map(|s| s.as_str()),
-            tags: json_list(&b.classification.tags),
-            tag_ids: b.classification.tags.clone(),
+            tags,
+            tag_ids: b.classification.tags,
             response: b.decision.response.as_str(),
-            url: b.url.clone(),
-            target: b.target.as_ref().map(|t| {
+            target: b.target.map(|t| {
                 if t.text.is_empty() || t.text == t.name {
-                    t.name.clone()
+                    t.name
                 } else if t.name.is_empty() {
-                    t.text.clone()
+                    t.text
                 } else {
                     format!("{}\n{}", t.name, t.text)
                 }
             }),
-            session: b.session.clone(),
-            tab: b.tab.clone(),
+            user: b.user,
+            app: b.app,
+            url: b.url,
+            session: b.session,
+            tab: b.tab,
             trusted: b.trusted,
         }
     }
@@ -61,6 +65,6 @@ impl IndexFields {
     /// `None` when the body is not a known `EventBody` (for example from a
     /// newer agent); such a record is still stored, unindexed.
     pub fn of(ev: &SignedEvent) -> Option<IndexFields> {
-        ev.body().ok().map(|b| IndexFields::from_body(&b))
+        ev.body().ok().map(IndexFields::from_body)
     }
 }

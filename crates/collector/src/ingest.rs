@@ -199,11 +199,13 @@ pub fn plan(batch: &VerifiedBatch, stored: &impl StoredChain) -> Plan {
                 raw: ev.as_bytes(),
                 record: Some(ev),
                 signature_ok: r.signature_ok,
+                hash: r.hashes.map(|h| h.record),
             },
             Err(u) => Item {
                 raw: &u.raw,
                 record: None,
                 signature_ok: false,
+                hash: None,
             },
         })
         .collect();
@@ -326,12 +328,20 @@ async fn handle(
     let store = state.store.clone();
     let max_decoded = state.limits.max_decompressed_bytes;
     let retry_after_secs = state.limits.retry_after_secs;
+    let verifying = state
+        .verify_permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
     let outcome = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let bytes = body::decode(encoding, raw, max_decoded)?;
         let verified = verify(device.key, KeyStatus::Enrolled, &bytes)
             .map_err(|e| ApiError::bad_request("malformed_batch", e.to_string()))?;
         drop(bytes);
+        // Waiting for the writer takes no CPU: let the next batch verify.
+        drop(verifying);
         match store.ingest(device.id, verified, crate::now_ms()) {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(IngestRefusal::Revoked)) => Err(ApiError::forbidden(

@@ -24,7 +24,8 @@
 //!   stores nothing.
 //! - **Bounded.** Request bodies and gzip inflation are capped (413), in-flight
 //!   batches and the store's write queue are bounded (429 + `Retry-After`).
-//! - **Roles.** Every endpoint but `/healthz` and `/v1/enroll` needs a bearer
+//! - **Roles.** Every endpoint but `/healthz`, `/v1/enroll`,
+//!   `/v1/enroll/challenge` and `/v1/reenroll` needs a bearer
 //!   credential of the right role (401 without one, 403 for the wrong role);
 //!   credentials are stored only as SHA-256 hashes.
 //! - **One evidence format.** Admin actions are signed by the collector's own
@@ -68,6 +69,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod timeline;
+pub mod tokens;
 pub mod ui;
 
 pub use error::ApiError;
@@ -87,11 +89,15 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::get_metrics))
         .route("/v1/enroll", post(enroll::post_enroll))
+        .route("/v1/enroll/challenge", post(enroll::post_challenge))
+        .route("/v1/reenroll", post(enroll::post_reenroll))
         .route("/v1/enroll-tokens", post(enroll::post_enroll_token))
         .route("/v1/batches", post(ingest::post_batch))
+        .route("/v1/devices", get(devices::get_devices))
         .route("/v1/devices/{key}", get(devices::get_device))
         .route("/v1/devices/{key}/records", get(devices::get_records))
         .route("/v1/devices/{key}/revoke", post(enroll::post_revoke))
+        .route("/v1/tokens/{id}/revoke", post(tokens::post_revoke))
         .route("/v1/admin/audit", get(devices::get_audit))
         .route("/v1/log/checkpoint", get(log::get_checkpoint))
         .route("/v1/log/key", get(log::get_key))

@@ -881,3 +881,400 @@ async fn the_evidence_log_covers_every_record_and_checkpoints_verify() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+// ------------------------------------------------------------ re-enrollment
+
+/// `POST /v1/enroll/challenge` for `key`; the challenge (80 hex digits).
+async fn challenge_for(env: &Env, key: &sessiontrail_core::DeviceKey) -> String {
+    let r = env
+        .call(post_json(
+            "/v1/enroll/challenge",
+            None,
+            serde_json::json!({"device_key": key.to_hex()}),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let j = r.json();
+    let c = j["challenge"].as_str().unwrap().to_owned();
+    assert_eq!(c.len(), 80);
+    assert!(j["expires_ms"].as_i64().unwrap() > now_ms());
+    c
+}
+
+/// The device's re-enrollment proof: its signature over the core's message.
+fn reenroll_proof(seed: &[u8; 32], token: &str, challenge_hex: &str) -> String {
+    let key = DeviceSigner::new(seed, ChainTip::GENESIS).public_key();
+    let mut c = [0u8; 40];
+    hex::decode_to_slice(challenge_hex, &mut c).unwrap();
+    let m = sessiontrail_core::keys::reenrollment_proof_message(token, &key, &c);
+    hex::encode(sign_message(seed, &m))
+}
+
+async fn reenroll_raw(env: &Env, body: serde_json::Value) -> common::Reply {
+    env.call(post_json("/v1/reenroll", None, body)).await
+}
+
+/// A full re-enrollment by the holder of `seed_byte`'s key: challenge, proof, request.
+async fn reenroll(env: &Env, seed_byte: u8, token: &str) -> (common::Reply, serde_json::Value) {
+    let s = common::seed(seed_byte);
+    let key = DeviceSigner::new(&s, ChainTip::GENESIS).public_key();
+    let c = challenge_for(env, &key).await;
+    let body = serde_json::json!({
+        "enrollment_token": token,
+        "device_key": key.to_hex(),
+        "challenge": c,
+        "proof": reenroll_proof(&s, token, &c),
+    });
+    (reenroll_raw(env, body.clone()).await, body)
+}
+
+fn token_uses(env: &Env, token: &str) -> u64 {
+    let id = token.split('.').nth(1).unwrap();
+    env.store.token(id).unwrap().unwrap().uses
+}
+
+#[tokio::test]
+async fn reenrollment_with_the_same_key_issues_a_new_credential_and_revokes_the_old_one() {
+    let env = Env::new();
+    // A single-use token, as `enroll-token create` makes by default.
+    let token = env.enroll_token(1, now_ms() + 3_600_000);
+    let (r, signer) = env.enroll_with(&token, 20, "alice@acme.test").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let first = r.json();
+    let mut dev = common::TestDevice {
+        signer,
+        credential: first["credential"].as_str().unwrap().to_owned(),
+    };
+    let key = dev.key();
+    assert_eq!(env.post_next(&mut dev, 3).await.status, StatusCode::OK);
+    // The device lost that answer or its stored credential, and kept its
+    // key: enrolling again is refused, with a pointer to re-enrollment.
+    let (r, _) = env.enroll_with(&token, 20, "alice@acme.test").await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (StatusCode::CONFLICT, "already_enrolled")
+    );
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/reenroll")
+    );
+
+    // Re-enrollment with the token it enrolled with, though it has no use left.
+    assert_eq!(token_uses(&env, &token), 1);
+    let (r, replay) = reenroll(&env, 20, &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let j = r.json();
+    assert_eq!(j["device_key"], key.to_hex());
+    assert_eq!(j["user"], "alice@acme.test");
+    assert_eq!(j["device_name"], "laptop-1");
+    assert_eq!(
+        j["enrolled_ms"], first["enrolled_ms"],
+        "the enrollment time is kept"
+    );
+    assert_eq!(j["credentials_revoked"], 1);
+    let new_cred = j["credential"].as_str().unwrap().to_owned();
+    assert_ne!(new_cred, dev.credential);
+    assert_eq!(
+        token_uses(&env, &token),
+        1,
+        "the enrolling token spends no use"
+    );
+
+    // The old credential is refused; the new one ships the same chain on.
+    let old_cred = std::mem::replace(&mut dev.credential, new_cred.clone());
+    let next = encode(&dev.sign(2));
+    let r = env.post_batch(&old_cred, next.clone()).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (StatusCode::UNAUTHORIZED, "token_revoked")
+    );
+    let r = env.post_batch(&new_cred, next.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    assert_eq!(r.json()["accepted"], 2);
+    assert_eq!(r.json()["gaps"], serde_json::json!([]));
+    // A resend of the same batch is answered as duplicates: nothing twice.
+    let r = env.post_batch(&new_cred, next).await;
+    assert_eq!(
+        (
+            r.json()["accepted"].as_u64(),
+            r.json()["duplicates"].as_u64()
+        ),
+        (Some(0), Some(2))
+    );
+    let seqs: Vec<u64> = env.stored(&key).iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+
+    // The same request again (challenge and proof seen once) is refused:
+    // the challenge died when the credential was issued.
+    let r = reenroll_raw(&env, replay).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_challenge")
+    );
+    assert_eq!(
+        env.post_next(&mut dev, 1).await.status,
+        StatusCode::OK,
+        "and revoked nothing"
+    );
+
+    // Another token of the device's group works too, and spends one of its uses.
+    let other = env.enroll_token(3, now_ms() + 3_600_000);
+    let (r, _) = reenroll(&env, 20, &other).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    assert_eq!(r.json()["credentials_revoked"], 1);
+    assert_eq!(token_uses(&env, &other), 1);
+    assert_eq!(
+        env.post_next(&mut dev, 1).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A token of another group may not move the device there.
+    let admin = env.token(Role::Admin);
+    let r = env
+        .call(post_json(
+            "/v1/enroll-tokens",
+            Some(&admin),
+            serde_json::json!({"uses": 5, "ttl": "1h", "group": "finance"}),
+        ))
+        .await;
+    let finance = r.json()["enrollment_token"].as_str().unwrap().to_owned();
+    let (r, _) = reenroll(&env, 20, &finance).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (StatusCode::FORBIDDEN, "wrong_group")
+    );
+    assert_eq!(token_uses(&env, &finance), 0);
+
+    // Audited like every admin action, on the collector's signed chain,
+    // without secrets.
+    let trail = env.store.audit_trail(100).unwrap();
+    let re: Vec<_> = trail
+        .iter()
+        .filter(|a| a.action == "device.reenroll")
+        .collect();
+    assert_eq!(re.len(), 2);
+    assert_eq!(re[0].subject, key.to_hex());
+    assert_eq!(
+        re[0].actor,
+        format!("enroll-token:{}", token.split('.').nth(1).unwrap())
+    );
+    assert_eq!(re[0].details["credentials_revoked"], 1);
+    assert_eq!(re[0].details["high_water"], 3);
+    assert_eq!(re[0].details["enrolled_with_this_token"], true);
+    assert_eq!(re[1].details["enrolled_with_this_token"], false);
+    let ck = env.store.collector_key();
+    let records = env.stored(&ck);
+    let raws: Vec<&[u8]> = records.iter().map(|r| r.1.as_slice()).collect();
+    let (parsed, report) = chain::verify_stream(&ck, &raws, Some(raws.len() as u64));
+    assert!(report.is_clean(), "{:?}", report.findings);
+    let bodies: Vec<_> = parsed
+        .iter()
+        .map(|p| p.as_ref().unwrap().body().unwrap())
+        .collect();
+    assert_eq!(
+        bodies
+            .iter()
+            .filter(|b| b.url == "sessiontrail-admin:device.reenroll")
+            .count(),
+        2
+    );
+    let all = String::from_utf8_lossy(&raws.concat()).to_string();
+    for secret in [&token, &other, &new_cred, &old_cred] {
+        assert!(!all.contains(secret.rsplit('.').next().unwrap()));
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_never_enrolled_or_reenrolled_again() {
+    let env = Env::new();
+    let admin = env.token(Role::Admin);
+    let token = env.enroll_token(5, now_ms() + 3_600_000);
+    let (r, signer) = env.enroll_with(&token, 21, "bob@acme.test").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let key = signer.public_key();
+    let r = env
+        .call(post_json(
+            &format!("/v1/devices/{}/revoke", key.to_hex()),
+            Some(&admin),
+            serde_json::json!({}),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let generation = env.store.credential_generation(&key).unwrap();
+
+    let (r, _) = env.enroll_with(&token, 21, "bob@acme.test").await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (StatusCode::FORBIDDEN, "device_revoked")
+    );
+    let (r, _) = reenroll(&env, 21, &token).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (StatusCode::FORBIDDEN, "device_revoked")
+    );
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    // Nothing was issued, spent or audited.
+    assert_eq!(env.store.credential_generation(&key).unwrap(), generation);
+    assert_eq!(token_uses(&env, &token), 1);
+    let actions: Vec<String> = env
+        .store
+        .audit_trail(100)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert!(
+        !actions.iter().any(|a| a == "device.reenroll"),
+        "{actions:?}"
+    );
+    assert!(
+        env.store
+            .device(&key)
+            .unwrap()
+            .unwrap()
+            .revoked_ms
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn reenrollment_without_a_valid_proof_or_challenge_is_refused() {
+    let env = Env::new();
+    let token = env.enroll_token(5, now_ms() + 3_600_000);
+    let (r, signer) = env.enroll_with(&token, 22, "carol@acme.test").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let mut dev = common::TestDevice {
+        signer,
+        credential: r.json()["credential"].as_str().unwrap().to_owned(),
+    };
+    let key = dev.key();
+    let s = common::seed(22);
+    let c = challenge_for(&env, &key).await;
+    let req = |token: &str, challenge: &str, proof: String| {
+        serde_json::json!({
+            "enrollment_token": token, "device_key": key.to_hex(),
+            "challenge": challenge, "proof": proof,
+        })
+    };
+    let code = |r: &common::Reply| (r.status, r.error_code());
+
+    // Signed by another key.
+    let r = reenroll_raw(
+        &env,
+        req(&token, &c, reenroll_proof(&common::seed(23), &token, &c)),
+    )
+    .await;
+    assert_eq!(code(&r), (StatusCode::BAD_REQUEST, "bad_proof".into()));
+    // The enrollment proof (no challenge: replayable) is not a re-enrollment proof.
+    let r = reenroll_raw(&env, req(&token, &c, common::proof(&s, &token, &key))).await;
+    assert_eq!(code(&r), (StatusCode::BAD_REQUEST, "bad_proof".into()));
+    // A proof over another (valid) challenge, or another token, than the
+    // one presented. (Two challenges asked in the same millisecond are
+    // equal, so the other one is made a second older.)
+    let ck = env.store.reenroll_challenge_key();
+    let generation = env.store.credential_generation(&key).unwrap();
+    let c2 = hex::encode(sessiontrail_collector::enroll::challenge(
+        &ck,
+        &key,
+        now_ms() - 1_000,
+        generation,
+    ));
+    let r = reenroll_raw(&env, req(&token, &c2, reenroll_proof(&s, &token, &c))).await;
+    assert_eq!(code(&r), (StatusCode::BAD_REQUEST, "bad_proof".into()));
+    let t2 = env.enroll_token(5, now_ms() + 3_600_000);
+    let r = reenroll_raw(&env, req(&t2, &c, reenroll_proof(&s, &token, &c))).await;
+    assert_eq!(code(&r), (StatusCode::BAD_REQUEST, "bad_proof".into()));
+    // Malformed challenge and proof.
+    let r = reenroll_raw(&env, req(&token, "abcd", "00".repeat(64))).await;
+    assert_eq!(code(&r), (StatusCode::BAD_REQUEST, "bad_challenge".into()));
+    let r = reenroll_raw(&env, req(&token, &c, "zz".into())).await;
+    assert_eq!(code(&r), (StatusCode::BAD_REQUEST, "bad_proof".into()));
+
+    // A challenge the collector did not issue (validly signed by the key),
+    // one issued for another key, and an expired one.
+    let mut forged = [0u8; 40];
+    forged[..8].copy_from_slice(&(now_ms() as u64).to_be_bytes());
+    forged[8..].fill(7);
+    let forged = hex::encode(forged);
+    let r = reenroll_raw(
+        &env,
+        req(&token, &forged, reenroll_proof(&s, &token, &forged)),
+    )
+    .await;
+    assert_eq!(
+        code(&r),
+        (StatusCode::UNAUTHORIZED, "invalid_challenge".into())
+    );
+    let other_key = DeviceSigner::new(&common::seed(24), ChainTip::GENESIS).public_key();
+    let theirs = challenge_for(&env, &other_key).await;
+    let r = reenroll_raw(
+        &env,
+        req(&token, &theirs, reenroll_proof(&s, &token, &theirs)),
+    )
+    .await;
+    assert_eq!(
+        code(&r),
+        (StatusCode::UNAUTHORIZED, "invalid_challenge".into())
+    );
+    let old = hex::encode(sessiontrail_collector::enroll::challenge(
+        &ck,
+        &key,
+        now_ms() - sessiontrail_collector::enroll::CHALLENGE_TTL_MS - 1_000,
+        generation,
+    ));
+    let r = reenroll_raw(&env, req(&token, &old, reenroll_proof(&s, &token, &old))).await;
+    assert_eq!(
+        code(&r),
+        (StatusCode::UNAUTHORIZED, "invalid_challenge".into())
+    );
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+
+    // Good proof and challenge, but no valid token.
+    let expired = env.enroll_token(5, now_ms() - 1);
+    let r = reenroll_raw(&env, req(&expired, &c, reenroll_proof(&s, &expired, &c))).await;
+    assert_eq!(
+        code(&r),
+        (StatusCode::FORBIDDEN, "enrollment_token_expired".into())
+    );
+    let fake = "st1.0123456789abcdef.nope";
+    let r = reenroll_raw(&env, req(fake, &c, reenroll_proof(&s, fake, &c))).await;
+    assert_eq!(
+        code(&r),
+        (StatusCode::UNAUTHORIZED, "invalid_enrollment_token".into())
+    );
+    let auditor = env.token(Role::Auditor);
+    let r = reenroll_raw(&env, req(&auditor, &c, reenroll_proof(&s, &auditor, &c))).await;
+    assert_eq!(
+        code(&r),
+        (StatusCode::UNAUTHORIZED, "invalid_enrollment_token".into())
+    );
+
+    // A key that was never enrolled: its holder is told to enroll.
+    let (r, _) = reenroll(&env, 25, &token).await;
+    assert_eq!(code(&r), (StatusCode::NOT_FOUND, "not_enrolled".into()));
+
+    // None of this issued or revoked anything: the credential still works.
+    assert_eq!(env.store.credential_generation(&key).unwrap(), generation);
+    assert_eq!(env.post_next(&mut dev, 2).await.status, StatusCode::OK);
+    assert!(
+        !env.store
+            .audit_trail(100)
+            .unwrap()
+            .iter()
+            .any(|a| a.action == "device.reenroll")
+    );
+    // And the untouched challenge still works once.
+    let r = reenroll_raw(&env, req(&token, &c, reenroll_proof(&s, &token, &c))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+}

@@ -756,6 +756,34 @@ async fn an_evidence_bundle_verifies_and_every_tampering_names_the_event() {
     assert!(report.contains("gdpr:art32") && report.contains("Export all accounts"));
     assert!(!report.contains("<script"));
 
+    // The export itself is evidence: who, which query, which bundle.
+    let trail = w
+        .env
+        .call(get("/v1/admin/audit", Some(&w.auditor)))
+        .await
+        .json();
+    let exports: Vec<&serde_json::Value> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "evidence.export")
+        .collect();
+    assert_eq!(exports.len(), 1, "{trail}");
+    assert_eq!(
+        exports[0]["subject"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bundle))
+    );
+    assert_eq!(exports[0]["details"]["events"], 5);
+    assert_eq!(exports[0]["details"]["query"]["user"], "alice@acme.test");
+    assert!(
+        exports[0]["actor"]
+            .as_str()
+            .unwrap()
+            .contains(w.auditor.split('.').nth(1).unwrap()),
+        "{}",
+        exports[0]
+    );
+
     let py = python_verifier();
     let py = py.as_deref();
     for (ok, out) in both(&bundle, &key, py) {

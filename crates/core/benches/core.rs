@@ -336,6 +336,7 @@ fn bench_batch_verify(quick: bool) -> Line {
                     raw: r.as_bytes(),
                     record: Some(r),
                     signature_ok: *s == batch::SigStatus::Valid,
+                    hash: None,
                 })
                 .collect();
             // Each batch is checked on its own, as the collector does; only

@@ -55,6 +55,9 @@ pub struct Item<'a> {
     pub record: Option<&'a SignedEvent>,
     /// The signature verified under the record's own key.
     pub signature_ok: bool,
+    /// The record's hash if the caller already has it (the collector
+    /// computes it off its single writer thread); else `check` computes it.
+    pub hash: Option<Hash>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -241,7 +244,7 @@ pub fn check(
             continue;
         }
         let seq = rec.seq();
-        let hash = rec.hash();
+        let hash = item.hash.unwrap_or_else(|| rec.hash());
         let prior = held
             .get(&seq)
             .map(|h| h.hash)
@@ -381,6 +384,7 @@ pub fn verify_stream(
             raw,
             record: p.as_ref().ok(),
             signature_ok: p.as_ref().is_ok_and(|r| r.signature_valid()),
+            hash: None,
         })
         .collect();
     let report = check(device, &Nothing, &items, expect_through);
@@ -495,6 +499,7 @@ mod tests {
                 raw: evs[i].as_bytes(),
                 record: Some(&evs[i]),
                 signature_ok: true,
+                hash: None,
             })
             .collect();
         let r = check(&k, &store, &items, None);

@@ -104,3 +104,32 @@ pub fn enrollment_proof_message(token: &str, key: &DeviceKey) -> Vec<u8> {
     m.extend_from_slice(&key.0);
     m
 }
+
+/// Domain prefix of the re-enrollment proof (`POST /v1/reenroll`).
+pub const REENROLL_PROOF_DOMAIN: &[u8] = b"sessiontrail.reenroll.v1\0";
+
+/// Length of a re-enrollment challenge as the collector issues it (opaque
+/// to the device; it crosses as 80 hex digits).
+pub const REENROLL_CHALLENGE_LEN: usize = 40;
+
+/// The message a device signs to get a new credential for a key that is
+/// already enrolled:
+/// `"sessiontrail.reenroll.v1\0" || enrollment token || device public key || challenge`.
+///
+/// Unlike the enrollment proof it covers a collector-issued, single-use
+/// challenge, so a proof seen once (a log, a proxy) cannot be replayed to
+/// mint another credential. Key and challenge have fixed lengths, so the
+/// concatenation is unambiguous.
+pub fn reenrollment_proof_message(
+    token: &str,
+    key: &DeviceKey,
+    challenge: &[u8; REENROLL_CHALLENGE_LEN],
+) -> Vec<u8> {
+    let mut m =
+        Vec::with_capacity(REENROLL_PROOF_DOMAIN.len() + token.len() + 32 + REENROLL_CHALLENGE_LEN);
+    m.extend_from_slice(REENROLL_PROOF_DOMAIN);
+    m.extend_from_slice(token.as_bytes());
+    m.extend_from_slice(&key.0);
+    m.extend_from_slice(challenge);
+    m
+}

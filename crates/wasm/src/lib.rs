@@ -15,8 +15,12 @@
 //!   core's reason: `unpinned_key`, `bad_signature`, `rollback`, …),
 //!   `EngineError` (verified packs that cannot be combined),
 //!   `RecordError` (bytes that are not a record), `InputError` (a JS value
-//!   of the wrong shape), `RandomError` (no CSPRNG). Nothing panics on bad
-//!   input; there is no `unwrap`.
+//!   of the wrong shape), `RandomError` (no CSPRNG; the message carries the
+//!   JS error that `crypto.getRandomValues` threw). Nothing panics on bad
+//!   input; there is no `unwrap`. Should a bug panic anyway, the panic
+//!   message goes to the worker's console (`console.error`) before the
+//!   module traps with `RuntimeError: unreachable` (`panic = "abort"`): the
+//!   caller must then build a new `Agent` from the persisted tip.
 //! - **u64 never crosses as a JS number.** Sequence numbers, pack versions
 //!   and risk milli-points cross as decimal strings; u64 fields inside event
 //!   bodies cross as `BigInt`. Times (ms since the epoch) are plain numbers:
@@ -28,6 +32,7 @@
 //! every record, in one transaction, so a restarted agent continues the
 //! same chain.
 
+use gloo_utils::errors::JsError;
 use js_sys::{Array, BigInt, Reflect, Uint8Array};
 use serde::Serialize;
 use sessiontrail_core::batch;
@@ -53,6 +58,24 @@ fn error(name: &str, code: &str, message: impl std::fmt::Display) -> JsValue {
     // Setting a property on a fresh Error object cannot fail.
     let _ = Reflect::set(&e, &JsValue::from_str("code"), &JsValue::from_str(code));
     e.into()
+}
+
+/// A thrown JS value as text, for the message of the error that wraps it.
+fn cause(e: JsValue) -> String {
+    match JsError::try_from(e) {
+        Ok(e) => format!("{}: {}", e.name, e.message),
+        Err(other) => other.to_string(),
+    }
+}
+
+/// Installed when the module is instantiated: a panic is a bug (bad input
+/// is an `Err`), and without a hook its message would be lost, since
+/// `panic = "abort"` in wasm traps with a bare `unreachable`.
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        gloo_console::error!(format!("sessiontrail-wasm panicked: {info}"));
+    }));
 }
 
 fn input(message: impl std::fmt::Display) -> JsValue {
@@ -195,16 +218,30 @@ fn record_js(ev: &SignedEvent) -> Result<js_sys::Object, JsValue> {
 /// worker's `WorkerGlobalScope`; any global with `crypto` elsewhere).
 fn random32() -> Result<[u8; 32], JsValue> {
     let global = js_sys::global();
+    let no_crypto = |e: JsValue| {
+        error(
+            "RandomError",
+            "no_crypto",
+            format!("no crypto.getRandomValues: {}", cause(e)),
+        )
+    };
     let crypto: web_sys::Crypto = match global.dyn_ref::<web_sys::WorkerGlobalScope>() {
-        Some(w) => w.crypto()?,
-        None => get(&global, "crypto")?
+        Some(w) => w.crypto().map_err(no_crypto)?,
+        None => get(&global, "crypto")
+            .map_err(no_crypto)?
             .dyn_into()
-            .map_err(|_| error("RandomError", "no_crypto", "no crypto.getRandomValues"))?,
+            .map_err(no_crypto)?,
     };
     let mut buf = [0u8; 32];
     crypto
         .get_random_values_with_u8_array(&mut buf)
-        .map_err(|_| error("RandomError", "no_crypto", "crypto.getRandomValues failed"))?;
+        .map_err(|e| {
+            error(
+                "RandomError",
+                "no_crypto",
+                format!("crypto.getRandomValues failed: {}", cause(e)),
+            )
+        })?;
     if buf == [0u8; 32] {
         return Err(error(
             "RandomError",
@@ -307,6 +344,32 @@ impl Agent {
             &self.signer.public_key(),
         );
         hex::encode(sessiontrail_core::record::sign_message(&self.seed, &m))
+    }
+
+    /// The re-enrollment proof for `POST /v1/reenroll`: 128 hex digits.
+    /// `challenge` is what `POST /v1/enroll/challenge` answered (80 hex
+    /// digits, opaque here).
+    #[wasm_bindgen(js_name = reenrollProof)]
+    pub fn reenroll_proof(
+        &self,
+        enrollment_token: &str,
+        challenge: &str,
+    ) -> Result<String, JsValue> {
+        let mut c = [0u8; sessiontrail_core::keys::REENROLL_CHALLENGE_LEN];
+        hex::decode_to_slice(challenge.trim(), &mut c).map_err(|_| {
+            input(format!(
+                "challenge must be {} hex digits",
+                2 * sessiontrail_core::keys::REENROLL_CHALLENGE_LEN
+            ))
+        })?;
+        let m = sessiontrail_core::keys::reenrollment_proof_message(
+            enrollment_token,
+            &self.signer.public_key(),
+            &c,
+        );
+        Ok(hex::encode(sessiontrail_core::record::sign_message(
+            &self.seed, &m,
+        )))
     }
 
     /// Verifies a compiled pack against the pinned admin keys (hex) and, for

@@ -155,6 +155,7 @@ const E2E_SUITES: &[&str] = &[
     "tests/e2e/harness.test.mjs",
     "tests/e2e/extension.test.mjs",
     "tests/e2e/responses.test.mjs",
+    "tests/e2e/capture.test.mjs",
     "tests/e2e/auditor-ui.test.mjs",
     "tests/e2e/resilience.test.mjs",
     "tests/e2e/force-install.test.mjs",

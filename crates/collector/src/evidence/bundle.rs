@@ -22,6 +22,7 @@ use super::{
     MANIFEST_FORMAT, MAX_EVENTS, Manifest, ManifestFile, README_FILE, REPORT_FILE, SIGNATURE_FILE,
     VERSION,
 };
+use crate::audit::AdminAction;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::search::{ParsedQuery, READERS, SearchParams, parse_query};
@@ -238,6 +239,30 @@ pub fn build(store: &dyn Store, q: &ParsedQuery, now_ms: i64) -> Result<Built, B
     })
 }
 
+/// Writes who exported which query, and which bundle (its SHA-256 is the
+/// subject), to the evidence log as an `evidence.export` admin record.
+pub fn record_export(
+    store: &dyn Store,
+    actor: String,
+    query: &SearchParams,
+    built: &Built,
+) -> Result<u64, StoreError> {
+    store.record_action(
+        AdminAction {
+            action: "evidence.export",
+            actor,
+            subject: hex::encode(Sha256::digest(&built.zip)),
+            details: serde_json::json!({
+                "query": query,
+                "events": built.events,
+                "devices": built.devices,
+                "tree_size": built.tree_size,
+            }),
+        },
+        crate::now_ms(),
+    )
+}
+
 /// `POST /v1/evidence` body.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,9 +294,17 @@ pub async fn post_evidence(
     let req: ExportRequest = crate::enroll::read_json(&headers, body).await?;
     let q = parse_export_query(&req.query)?;
     let store = state.store.clone();
-    let built = tokio::task::spawn_blocking(move || build(store.as_ref(), &q, crate::now_ms()))
-        .await
-        .map_err(ApiError::internal)??;
+    let actor = caller.actor().0;
+    let query = req.query;
+    // Who exported what is evidence too: the export is recorded (after the
+    // bundle, so it is not inside it) before the bundle is handed out.
+    let built = tokio::task::spawn_blocking(move || -> Result<Built, ApiError> {
+        let built = build(store.as_ref(), &q, crate::now_ms())?;
+        record_export(store.as_ref(), actor, &query, &built)?;
+        Ok(built)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let mut resp = built.zip.into_response();
     let h = resp.headers_mut();
     h.insert(

@@ -75,6 +75,8 @@ fn export(data_dir: PathBuf, query: &str, out: Option<PathBuf>) -> Result<(), St
     let store = SqliteStore::open(&data_dir, SqliteOptions::default())
         .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
     let built = super::bundle::build(&store, &q, crate::now_ms()).map_err(|e| e.to_string())?;
+    super::bundle::record_export(&store, crate::store::Actor::cli().0, &params, &built)
+        .map_err(|e| format!("cannot record the export: {e}"))?;
     let out = out.unwrap_or_else(|| {
         PathBuf::from(format!("sessiontrail-evidence-{}.zip", built.created_ms))
     });

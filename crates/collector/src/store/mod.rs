@@ -139,6 +139,19 @@ pub struct Device {
     pub high_water: u64,
 }
 
+/// A device as the fleet view lists it: when it was last heard from and
+/// how many holes its chain has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceStatus {
+    #[serde(flatten)]
+    pub device: Device,
+    /// When the collector stored the device's newest record (its high-water
+    /// mark); `None` before its first batch.
+    pub last_seen_ms: Option<i64>,
+    /// Gaps not yet filled.
+    pub open_gaps: u64,
+}
+
 /// A request to bind a device key, checked and applied atomically: the
 /// enrollment token is validated and consumed in the same transaction that
 /// inserts the device and its credential.
@@ -156,13 +169,51 @@ pub struct Enrollment {
     pub now_ms: i64,
 }
 
-/// Why an enrollment was refused.
+/// A request to re-issue the credential of a key that is already enrolled
+/// (the device lost its credential, or never received it). Checked and
+/// applied atomically, like [`Enrollment`]: the token, the device's state
+/// and the challenge's credential generation are read in the transaction
+/// that revokes the old credentials and stores the new one.
+#[derive(Debug, Clone)]
+pub struct ReEnrollment {
+    pub token_id: String,
+    /// SHA-256 of the presented secret, compared in constant time.
+    pub presented_hash: [u8; 32],
+    pub device_key: DeviceKey,
+    /// The [`Store::credential_generation`] the challenge was issued for;
+    /// refused as [`EnrollRefusal::StaleChallenge`] unless it is still the
+    /// current one (so a challenge, and the proof over it, works once).
+    pub generation: u64,
+    /// The device credential to create on success.
+    pub credential: NewToken,
+    pub now_ms: i64,
+}
+
+/// A re-issued device credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReEnrolled {
+    pub device: Device,
+    /// How many earlier credentials of the device were revoked.
+    pub credentials_revoked: u64,
+}
+
+/// Why an enrollment or a re-enrollment was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnrollRefusal {
     UnknownToken,
     Expired,
     UsedUp,
+    /// Enrollment: the key is enrolled (and not revoked).
     AlreadyEnrolled,
+    /// The key was revoked: it is never enrolled again.
+    Revoked,
+    /// Re-enrollment: the key was never enrolled.
+    NotEnrolled,
+    /// Re-enrollment with a token of another policy group than the one the
+    /// device enrolled in.
+    WrongGroup,
+    /// Re-enrollment: a credential was issued since the challenge was.
+    StaleChallenge,
 }
 
 /// Why a batch was refused as a whole inside the write transaction.
@@ -261,6 +312,49 @@ pub trait Store: PackStore + SearchStore + Send + Sync + std::fmt::Debug + 'stat
     fn device_by_id(&self, id: i64) -> Result<Option<Device>, StoreError>;
 
     fn enroll(&self, e: Enrollment) -> Result<Result<Device, EnrollRefusal>, StoreError>;
+
+    /// How many device credentials were ever issued for `key` (0 when it is
+    /// not enrolled). It grows with every (re-)enrollment, which is what
+    /// makes a re-enrollment challenge single-use.
+    fn credential_generation(&self, key: &DeviceKey) -> Result<u64, StoreError>;
+
+    /// The secret that authenticates re-enrollment challenges: derived from
+    /// the collector seed, so it survives restarts and every collector on
+    /// the same seed accepts the others' challenges.
+    fn reenroll_challenge_key(&self) -> [u8; 32];
+
+    /// Re-issues the device credential of an enrolled, non-revoked key (see
+    /// [`ReEnrollment`]); the old credentials are revoked and the action is
+    /// audited (`device.reenroll`) in the same transaction.
+    fn reenroll(&self, r: ReEnrollment) -> Result<Result<ReEnrolled, EnrollRefusal>, StoreError>;
+
+    /// Enrolled agent devices, the longest silent first (never heard from
+    /// counts from enrollment); with `silent_since_ms`, only those not
+    /// heard from since then.
+    fn device_statuses(
+        &self,
+        silent_since_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeviceStatus>, StoreError>;
+
+    /// Writes an action that changes nothing else in the store (an
+    /// evidence export) to the evidence log as a collector-signed admin
+    /// record; returns its leaf index.
+    fn record_action(
+        &self,
+        action: crate::audit::AdminAction,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Revokes one credential or enrollment token (any role). Idempotent:
+    /// revoking again returns it with its first revocation time. `None` when
+    /// no credential has this id.
+    fn revoke_token(
+        &self,
+        id: &str,
+        now_ms: i64,
+        actor: &Actor,
+    ) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Revokes a device and its credentials. Idempotent: revoking again
     /// returns the device with its first revocation time. `None` when the

@@ -92,8 +92,10 @@ CREATE TABLE IF NOT EXISTS admin_audit (
 );
 
 -- Merkle log nodes (sessiontrail-tlog's NodeStore): hashes of perfect
--- subtrees addressed by (level, index). Written in the same transaction as
--- the events they cover.
+-- subtrees addressed by (level, index), from level 4 up (a lower node
+-- covers at most 8 records and is recomputed from them; rows below level 4
+-- written by older versions are ignored). Written in the same transaction
+-- as the events they cover.
 CREATE TABLE IF NOT EXISTS tlog_nodes (
     level INTEGER NOT NULL,
     idx   INTEGER NOT NULL,

@@ -25,8 +25,9 @@ use sessiontrail_tlog::{Checkpoint, NodeStore, NoteSigner, Tree};
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    Actor, AuditEntry, Device, EnrollRefusal, Enrollment, Gap, IngestRefusal, NewToken, Role,
-    SignedCheckpoint, Store, StoreError, StoreStats, TokenRecord,
+    Actor, AuditEntry, Device, DeviceStatus, EnrollRefusal, Enrollment, Gap, IngestRefusal,
+    NewToken, ReEnrolled, ReEnrollment, Role, SignedCheckpoint, Store, StoreError, StoreStats,
+    TokenRecord,
 };
 use crate::audit::AdminAction;
 use crate::index::IndexFields;
@@ -63,6 +64,15 @@ impl Default for SqliteOptions {
 fn checkpoint_seed(seed: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"sessiontrail.checkpoint-key.v1\0");
+    h.update(seed);
+    h.finalize().into()
+}
+
+/// The re-enrollment challenge key: derived from the seed like the
+/// checkpoint key, so it survives restarts and never equals a signing key.
+fn reenroll_challenge_key(seed: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"sessiontrail.reenroll-challenge-key.v1\0");
     h.update(seed);
     h.finalize().into()
 }
@@ -107,6 +117,7 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     collector_key: DeviceKey,
     verifier_key: String,
+    challenge_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -173,6 +184,17 @@ impl SqliteStore {
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE);
+        // A store without its key must not get a new one: the log's
+        // checkpoints and admin records are signed by the old key, and a
+        // new key would silently start a second identity.
+        if path.exists() && !dir.join(KEY_FILE).exists() {
+            return Err(StoreError::Corrupt(format!(
+                "{} exists but {} is missing: restore the key from backup (a new key \
+                 cannot sign for this store's evidence log)",
+                path.display(),
+                dir.join(KEY_FILE).display()
+            )));
+        }
         let seed = load_or_create_seed(dir)?;
         let collector_key = DeviceSigner::new(&seed, ChainTip::GENESIS).public_key();
         let origin = opts
@@ -182,6 +204,7 @@ impl SqliteStore {
         let note_signer = NoteSigner::new(&origin, &checkpoint_seed(&seed))
             .map_err(|e| StoreError::Corrupt(format!("invalid log origin {origin:?}: {e}")))?;
         let verifier_key = note_signer.verifier_key().to_string();
+        let challenge_key = reenroll_challenge_key(&seed);
         let mut conn = open_conn(&path)?;
         let collector_id = {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -193,6 +216,22 @@ impl SqliteStore {
             }
             tx.execute_batch(SCHEMA)?;
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            let other: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT key FROM devices WHERE kind = 'collector' AND key <> ?1 LIMIT 1",
+                    [&collector_key.0[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(other) = other {
+                return Err(StoreError::Corrupt(format!(
+                    "{} holds collector key {} but this store's evidence log is signed by {}: \
+                     restore the store's own key",
+                    dir.join(KEY_FILE).display(),
+                    collector_key.to_hex(),
+                    hex::encode(other)
+                )));
+            }
             tx.execute(
                 "INSERT OR IGNORE INTO devices (key, kind, user, device_name, enrolled_ms)
                  VALUES (?1, 'collector', 'sessiontrail-collector', 'collector', ?2)",
@@ -234,6 +273,7 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             collector_key,
             verifier_key,
+            challenge_key,
         })
     }
 
@@ -450,6 +490,9 @@ impl NodeStore for TxNodes<'_> {
     }
 
     fn put(&mut self, level: u8, index: u64, hash: Hash) -> Result<(), rusqlite::Error> {
+        if level < STORED_FROM_LEVEL {
+            return Ok(());
+        }
         self.0
             .prepare_cached(
                 "INSERT OR REPLACE INTO tlog_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
@@ -459,12 +502,16 @@ impl NodeStore for TxNodes<'_> {
     }
 
     /// Multi-row INSERTs of 64, 16, 4 or 1 rows (four statements, prepared
-    /// once and cached).
+    /// once and cached) of the nodes at stored levels.
     fn put_all(&mut self, nodes: &[sessiontrail_tlog::Node]) -> Result<(), rusqlite::Error> {
+        let stored: Vec<&sessiontrail_tlog::Node> = nodes
+            .iter()
+            .filter(|n| n.level >= STORED_FROM_LEVEL)
+            .collect();
         multi_insert(
             self.0,
             "INSERT OR REPLACE INTO tlog_nodes (level, idx, hash) VALUES ",
-            nodes,
+            &stored,
             |st, at, n| {
                 st.raw_bind_parameter(at, n.level)?;
                 st.raw_bind_parameter(at + 1, n.index as i64)?;
@@ -475,17 +522,58 @@ impl NodeStore for TxNodes<'_> {
     }
 }
 
-/// One node of the Merkle log (`tlog_nodes`), if stored.
+/// The lowest Merkle-log level kept in `tlog_nodes`. A node below it covers
+/// at most 8 records and is recomputed from them when asked for (a proof
+/// needs one per level, so at most 15 record reads). Storing every level
+/// costs the single writer two B-tree rows per record; from level 4 up it
+/// is one row per 8 records.
+pub(super) const STORED_FROM_LEVEL: u8 = 4;
+
+/// One node of the Merkle log, if the log has it: from `tlog_nodes`, or
+/// recomputed from the records it covers below [`STORED_FROM_LEVEL`].
 pub(super) fn read_node(
     c: &Connection,
     level: u8,
     index: u64,
 ) -> Result<Option<Hash>, rusqlite::Error> {
+    if level < STORED_FROM_LEVEL {
+        return node_from_records(c, level, index);
+    }
     let h: Option<Vec<u8>> = c
         .prepare_cached("SELECT hash FROM tlog_nodes WHERE level = ?1 AND idx = ?2")?
         .query_row(params![level, index as i64], |r| r.get(0))
         .optional()?;
     Ok(h.and_then(|h| Hash::try_from(h).ok()))
+}
+
+/// The root of the perfect subtree `(level, index)` from its records, or
+/// `None` when they are not all stored (the subtree is not complete).
+fn node_from_records(c: &Connection, level: u8, index: u64) -> rusqlite::Result<Option<Hash>> {
+    let width = 1u64 << level;
+    let Some(first) = index
+        .checked_mul(width)
+        .filter(|f| *f <= i64::MAX as u64 - width)
+    else {
+        return Ok(None);
+    };
+    let mut st = c.prepare_cached(
+        "SELECT record FROM events WHERE leaf_index >= ?1 AND leaf_index < ?2 ORDER BY leaf_index",
+    )?;
+    let mut rows = st.query(params![first as i64, (first + width) as i64])?;
+    let mut level_hashes: Vec<Hash> = Vec::with_capacity(width as usize);
+    while let Some(r) = rows.next()? {
+        level_hashes.push(sessiontrail_tlog::leaf_hash(r.get_ref(0)?.as_blob()?));
+    }
+    if level_hashes.len() as u64 != width {
+        return Ok(None);
+    }
+    while level_hashes.len() > 1 {
+        level_hashes = level_hashes
+            .chunks_exact(2)
+            .map(|p| sessiontrail_tlog::node_hash(&p[0], &p[1]))
+            .collect();
+    }
+    Ok(level_hashes.pop())
 }
 
 /// Merkle nodes per INSERT statement, largest first.
@@ -560,47 +648,56 @@ fn checkpoint_tx(
     }))
 }
 
-/// Appends one record to the events table (and so to the evidence log).
-fn insert_event(
-    tx: &Transaction<'_>,
-    device_id: i64,
-    ev: &SignedEvent,
-    hash: &Hash,
-    index: Option<&IndexFields>,
-    received_ms: i64,
+/// One record to append to the events table (and so to the evidence log).
+struct NewEvent<'a> {
     leaf: i64,
-) -> Result<(), StoreError> {
-    let mut st = tx.prepare_cached(
-        "INSERT INTO events (leaf_index, device_id, seq, hash, prev_hash, time_ms, received_ms,
-            record, body_ok, user, app, action, rules, severity, tags, response, url, target,
-            session, tab, trusted)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21)",
-    )?;
-    let i = index;
-    st.execute(params![
-        leaf,
-        device_id,
-        ev.seq() as i64,
-        &hash[..],
-        &ev.prev_hash()[..],
-        ev.time_ms(),
-        received_ms,
-        ev.as_bytes(),
-        i.is_some(),
-        i.map(|i| &i.user),
-        i.map(|i| &i.app),
-        i.map(|i| i.action),
-        i.map(|i| &i.rules),
-        i.and_then(|i| i.severity),
-        i.map(|i| &i.tags),
-        i.map(|i| i.response),
-        i.map(|i| &i.url),
-        i.and_then(|i| i.target.as_ref()),
-        i.map(|i| &i.session),
-        i.map(|i| &i.tab),
-        i.map(|i| i.trusted),
-    ])?;
+    device_id: i64,
+    ev: &'a SignedEvent,
+    hash: &'a Hash,
+    index: Option<&'a IndexFields>,
+    received_ms: i64,
+}
+
+/// Columns of an `events` row, in [`bind_event`] order.
+const EVENT_INSERT: &str = "INSERT INTO events (leaf_index, device_id, seq, hash, prev_hash,
+    time_ms, received_ms, record, body_ok, user, app, action, rules, severity, tags, response, url,
+    target, session, tab, trusted) VALUES ";
+const EVENT_INSERT_COLS: usize = 21;
+
+fn bind_event(
+    st: &mut rusqlite::Statement<'_>,
+    at: usize,
+    e: &NewEvent<'_>,
+) -> rusqlite::Result<()> {
+    let (ev, i) = (e.ev, e.index);
+    st.raw_bind_parameter(at, e.leaf)?;
+    st.raw_bind_parameter(at + 1, e.device_id)?;
+    st.raw_bind_parameter(at + 2, ev.seq() as i64)?;
+    st.raw_bind_parameter(at + 3, &e.hash[..])?;
+    st.raw_bind_parameter(at + 4, &ev.prev_hash()[..])?;
+    st.raw_bind_parameter(at + 5, ev.time_ms())?;
+    st.raw_bind_parameter(at + 6, e.received_ms)?;
+    st.raw_bind_parameter(at + 7, ev.as_bytes())?;
+    st.raw_bind_parameter(at + 8, i.is_some())?;
+    st.raw_bind_parameter(at + 9, i.map(|i| &i.user))?;
+    st.raw_bind_parameter(at + 10, i.map(|i| &i.app))?;
+    st.raw_bind_parameter(at + 11, i.map(|i| i.action))?;
+    st.raw_bind_parameter(at + 12, i.map(|i| &i.rules))?;
+    st.raw_bind_parameter(at + 13, i.and_then(|i| i.severity))?;
+    st.raw_bind_parameter(at + 14, i.map(|i| &i.tags))?;
+    st.raw_bind_parameter(at + 15, i.map(|i| i.response))?;
+    st.raw_bind_parameter(at + 16, i.map(|i| &i.url))?;
+    st.raw_bind_parameter(at + 17, i.and_then(|i| i.target.as_ref()))?;
+    st.raw_bind_parameter(at + 18, i.map(|i| &i.session))?;
+    st.raw_bind_parameter(at + 19, i.map(|i| &i.tab))?;
+    st.raw_bind_parameter(at + 20, i.map(|i| i.trusted))
+}
+
+/// Appends records to the events table with multi-row INSERTs (one
+/// statement per up to 64 rows: a statement's fixed cost is paid per chunk,
+/// not per record).
+fn insert_events(tx: &Transaction<'_>, rows: &[NewEvent<'_>]) -> Result<(), StoreError> {
+    multi_insert(tx, EVENT_INSERT, rows, bind_event, EVENT_INSERT_COLS)?;
     Ok(())
 }
 
@@ -726,15 +823,17 @@ pub(super) fn append_audit(
     let ev = signer.sign(now_ms, &body);
     let leaf = next_leaf(tx)?;
     let hashes = RecordHashes::of(&ev);
-    let fields = IndexFields::from_body(&body);
-    insert_event(
+    let fields = IndexFields::from_body(body);
+    insert_events(
         tx,
-        ctx.collector_id,
-        &ev,
-        &hashes.record,
-        Some(&fields),
-        now_ms,
-        leaf,
+        &[NewEvent {
+            leaf,
+            device_id: ctx.collector_id,
+            ev: &ev,
+            hash: &hashes.record,
+            index: Some(&fields),
+            received_ms: now_ms,
+        }],
     )?;
     let mut search = SearchRows::default();
     search.push(leaf, &fields);
@@ -908,20 +1007,20 @@ fn ingest_tx(
     let first_leaf = next_leaf(tx)?;
     let mut leaves: Vec<Hash> = Vec::with_capacity(plan.accept.len());
     let mut search = SearchRows::default();
+    let mut rows = Vec::with_capacity(plan.accept.len());
     for (leaf, &i) in (first_leaf..).zip(&plan.accept) {
         let r = &batch.records[i];
         let (Ok(ev), Some(h)) = (&r.record, &r.hashes) else {
             return Err(StoreError::Corrupt("planned an unverified record".into()));
         };
-        insert_event(
-            tx,
+        rows.push(NewEvent {
+            leaf,
             device_id,
             ev,
-            &h.record,
-            r.index.as_ref(),
+            hash: &h.record,
+            index: r.index.as_ref(),
             received_ms,
-            leaf,
-        )?;
+        });
         if let Some(f) = &r.index {
             search.push(leaf, f);
         }
@@ -930,6 +1029,7 @@ fn ingest_tx(
             tip = Some((ev.seq(), h.record));
         }
     }
+    insert_events(tx, &rows)?;
     search.insert(tx)?;
     log_append(tx, first_leaf, &leaves)?;
     for g in &plan.new_gaps {
@@ -979,14 +1079,21 @@ fn enroll_tx(
     {
         return Ok(Err(EnrollRefusal::UnknownToken));
     }
+    // Before the token's expiry and uses: a device whose enrollment answer
+    // was lost retries with the same (now used-up) token, and must learn
+    // that its key is enrolled, so that it re-enrolls.
+    if let Some(d) = query_device(tx, "key = ?1", &&e.device_key.0[..])? {
+        return Ok(Err(if d.revoked_ms.is_some() {
+            EnrollRefusal::Revoked
+        } else {
+            EnrollRefusal::AlreadyEnrolled
+        }));
+    }
     if token.expires_ms.is_some_and(|x| x <= e.now_ms) {
         return Ok(Err(EnrollRefusal::Expired));
     }
     if token.max_uses.is_some_and(|m| token.uses >= m) {
         return Ok(Err(EnrollRefusal::UsedUp));
-    }
-    if query_device(tx, "key = ?1", &&e.device_key.0[..])?.is_some() {
-        return Ok(Err(EnrollRefusal::AlreadyEnrolled));
     }
     tx.execute(
         "UPDATE tokens SET uses = uses + 1 WHERE id = ?1",
@@ -1026,6 +1133,97 @@ fn enroll_tx(
     query_device(tx, "id = ?1", &device_id)?
         .map(Ok)
         .ok_or_else(|| StoreError::Corrupt("enrolled device vanished".into()))
+}
+
+fn credential_count(conn: &Connection, device_id: i64) -> Result<u64, StoreError> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM tokens WHERE device_id = ?1 AND role = 'device'")?
+        .query_row([device_id], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+/// Re-issues a device credential. The token must be a valid enrollment
+/// token (known, not revoked, not expired). The token the device enrolled
+/// with needs no use left and uses none: the device was counted when it
+/// enrolled, and a single-use token must still recover a lost enrollment
+/// response. Another token must be of the device's group and spends a use.
+fn reenroll_tx(
+    tx: &Transaction<'_>,
+    ctx: &WriterCtx,
+    r: &ReEnrollment,
+) -> Result<Result<ReEnrolled, EnrollRefusal>, StoreError> {
+    let Some(token) = read_token(tx, &r.token_id)? else {
+        return Ok(Err(EnrollRefusal::UnknownToken));
+    };
+    if token.role != Role::Enroll
+        || !crate::auth::hash_matches(&token.secret_hash, &r.presented_hash)
+        || token.revoked_ms.is_some()
+    {
+        return Ok(Err(EnrollRefusal::UnknownToken));
+    }
+    if token.expires_ms.is_some_and(|x| x <= r.now_ms) {
+        return Ok(Err(EnrollRefusal::Expired));
+    }
+    let Some(d) = query_device(tx, "key = ?1 AND kind = 'agent'", &&r.device_key.0[..])? else {
+        return Ok(Err(EnrollRefusal::NotEnrolled));
+    };
+    if d.revoked_ms.is_some() {
+        return Ok(Err(EnrollRefusal::Revoked));
+    }
+    let same_token = d.enroll_token_id.as_deref() == Some(token.id.as_str());
+    let group = if same_token {
+        token.group.clone()
+    } else {
+        let enrolled_group = match &d.enroll_token_id {
+            Some(id) => read_token(tx, id)?.and_then(|t| t.group),
+            None => None,
+        };
+        if enrolled_group != token.group {
+            return Ok(Err(EnrollRefusal::WrongGroup));
+        }
+        if token.max_uses.is_some_and(|m| token.uses >= m) {
+            return Ok(Err(EnrollRefusal::UsedUp));
+        }
+        enrolled_group
+    };
+    if credential_count(tx, d.id)? != r.generation {
+        return Ok(Err(EnrollRefusal::StaleChallenge));
+    }
+    if !same_token {
+        tx.execute(
+            "UPDATE tokens SET uses = uses + 1 WHERE id = ?1",
+            [&r.token_id],
+        )?;
+    }
+    let revoked = tx.execute(
+        "UPDATE tokens SET revoked_ms = ?1 WHERE device_id = ?2 AND revoked_ms IS NULL",
+        params![r.now_ms, d.id],
+    )? as u64;
+    let actor = format!("enroll-token:{}", r.token_id);
+    insert_token(tx, &r.credential, Some(d.id), &actor, r.now_ms)?;
+    append_audit(
+        tx,
+        ctx,
+        &AdminAction {
+            action: "device.reenroll",
+            actor,
+            subject: r.device_key.to_hex(),
+            details: serde_json::json!({
+                "user": d.user,
+                "device_name": d.device_name,
+                "group": group,
+                "credential_id": r.credential.id,
+                "credentials_revoked": revoked,
+                "high_water": d.high_water,
+                "enrolled_with_this_token": same_token,
+            }),
+        },
+        r.now_ms,
+    )?;
+    Ok(Ok(ReEnrolled {
+        device: d,
+        credentials_revoked: revoked,
+    }))
 }
 
 fn read_token(conn: &Connection, id: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -1179,6 +1377,121 @@ impl Store for SqliteStore {
         self.write(true, move |tx, ctx| enroll_tx(tx, ctx, &e))
     }
 
+    fn credential_generation(&self, key: &DeviceKey) -> Result<u64, StoreError> {
+        self.read(
+            |c| match query_device(c, "key = ?1 AND kind = 'agent'", &&key.0[..])? {
+                Some(d) => credential_count(c, d.id),
+                None => Ok(0),
+            },
+        )
+    }
+
+    fn reenroll_challenge_key(&self) -> [u8; 32] {
+        self.challenge_key
+    }
+
+    fn reenroll(&self, r: ReEnrollment) -> Result<Result<ReEnrolled, EnrollRefusal>, StoreError> {
+        self.write(true, move |tx, ctx| reenroll_tx(tx, ctx, &r))
+    }
+
+    fn device_statuses(
+        &self,
+        silent_since_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeviceStatus>, StoreError> {
+        let cols = DEVICE_COLS
+            .split(',')
+            .map(|c| format!("d.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The newest record is the one at the high-water mark: one lookup
+        // in UNIQUE(device_id, seq) per device.
+        let sql = format!(
+            "SELECT {cols}, e.received_ms,
+                (SELECT COUNT(*) FROM gaps g WHERE g.device_id = d.id AND g.closed_ms IS NULL)
+             FROM devices d
+             LEFT JOIN events e ON e.device_id = d.id AND e.seq = d.high_water
+             WHERE d.kind = 'agent' AND COALESCE(e.received_ms, d.enrolled_ms) < ?1
+             ORDER BY COALESCE(e.received_ms, d.enrolled_ms), d.id LIMIT ?2"
+        );
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(
+                params![
+                    silent_since_ms.unwrap_or(i64::MAX),
+                    limit.min(i64::MAX as usize) as i64
+                ],
+                |r| {
+                    Ok((
+                        device_row(r)?,
+                        r.get::<_, Option<i64>>(9)?,
+                        r.get::<_, i64>(10)?,
+                    ))
+                },
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (d, last_seen_ms, open_gaps) = row?;
+                if let Some(device) = finish_device(Some(d))? {
+                    out.push(DeviceStatus {
+                        device,
+                        last_seen_ms,
+                        open_gaps: open_gaps.max(0) as u64,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn record_action(&self, action: AdminAction, now_ms: i64) -> Result<u64, StoreError> {
+        self.write(true, move |tx, ctx| {
+            Ok(append_audit(tx, ctx, &action, now_ms)?.max(0) as u64)
+        })
+    }
+
+    fn revoke_token(
+        &self,
+        id: &str,
+        now_ms: i64,
+        actor: &Actor,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let id = id.to_owned();
+        let actor = actor.0.clone();
+        self.write(true, move |tx, ctx| {
+            let Some(t) = read_token(tx, &id)? else {
+                return Ok(None);
+            };
+            if t.revoked_ms.is_some() {
+                return Ok(Some(t));
+            }
+            tx.execute(
+                "UPDATE tokens SET revoked_ms = ?1 WHERE id = ?2",
+                params![now_ms, id],
+            )?;
+            append_audit(
+                tx,
+                ctx,
+                &AdminAction {
+                    action: "token.revoke",
+                    actor,
+                    subject: id,
+                    details: serde_json::json!({
+                        "role": t.role.as_str(),
+                        "group": t.group,
+                        "device_id": t.device_id,
+                        "uses": t.uses,
+                    }),
+                },
+                now_ms,
+            )?;
+            Ok(Some(TokenRecord {
+                revoked_ms: Some(now_ms),
+                ..t
+            }))
+        })
+    }
+
     fn revoke_device(
         &self,
         key: &DeviceKey,
@@ -1304,6 +1617,143 @@ mod tests {
 
     use super::*;
     use crate::store::{Enrollment, NewToken, Role};
+
+    /// A store whose collector key is lost or replaced refuses to open
+    /// instead of signing on under a new identity.
+    #[test]
+    fn a_store_without_its_own_key_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+        let key = dir.path().join(KEY_FILE);
+        let original = std::fs::read_to_string(&key).unwrap();
+
+        std::fs::remove_file(&key).unwrap();
+        let err = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("is missing"), "{err}");
+        assert!(!key.exists(), "no new key was made");
+
+        std::fs::write(&key, hex::encode([0x42u8; 32])).unwrap();
+        let err = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("restore the store's own key"),
+            "{err}"
+        );
+
+        std::fs::write(&key, original).unwrap();
+        SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    }
+
+    /// The store's inclusion and consistency proofs, whose low levels are
+    /// recomputed from records ([`STORED_FROM_LEVEL`]), verify against a
+    /// naive recomputation of the tree from the stored records, for every
+    /// size and index, across appends of uneven lengths.
+    #[test]
+    fn proofs_match_a_naive_tree_at_every_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let admin = Actor("admin".into());
+        store
+            .create_token(
+                NewToken {
+                    id: "enroll".into(),
+                    secret_hash: [7; 32],
+                    role: Role::Enroll,
+                    expires_ms: None,
+                    max_uses: None,
+                    group: None,
+                },
+                &admin,
+            )
+            .unwrap();
+        let mut signer = DeviceSigner::new(&[9; 32], ChainTip::GENESIS);
+        let dev = store
+            .enroll(Enrollment {
+                token_id: "enroll".into(),
+                presented_hash: [7; 32],
+                device_key: signer.public_key(),
+                user: "u@acme.test".into(),
+                device_name: "d".into(),
+                claims: serde_json::json!({}),
+                credential: NewToken {
+                    id: "dev".into(),
+                    secret_hash: [1; 32],
+                    role: Role::Device,
+                    expires_ms: None,
+                    max_uses: None,
+                    group: None,
+                },
+                now_ms: 1,
+            })
+            .unwrap()
+            .unwrap();
+        for n in [1, 2, 3, 5, 8, 13, 7, 1, 16, 9] {
+            let events: Vec<_> = (0..n)
+                .map(|i| {
+                    let body = EventBody::lifecycle(EventKind::Click, "u@acme.test", "hr");
+                    signer.sign(1_000 + i, &body)
+                })
+                .collect();
+            let bytes = sessiontrail_core::batch::encode(&events);
+            let verified =
+                crate::ingest::verify(signer.public_key(), KeyStatus::Enrolled, &bytes).unwrap();
+            assert_eq!(
+                store.ingest(dev.id, verified, 2).unwrap().unwrap().accepted,
+                n as u64
+            );
+        }
+        let leaves: Vec<Hash> = store
+            .read(|c| {
+                let mut st = c.prepare("SELECT record FROM events ORDER BY leaf_index")?;
+                let rows = st.query_map([], |r| {
+                    Ok(sessiontrail_tlog::leaf_hash(&r.get::<_, Vec<u8>>(0)?))
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .unwrap();
+        let size = leaves.len() as u64;
+        assert!(
+            size >= 66,
+            "enough leaves for several stored levels: {size}"
+        );
+        let roots: Vec<Hash> = (0..=leaves.len())
+            .map(|n| sessiontrail_tlog::root_of(&leaves[..n]))
+            .collect();
+        for n in 1..=size {
+            for i in 0..n {
+                let path = store.inclusion_proof(i, n).unwrap().unwrap();
+                sessiontrail_tlog::verify_inclusion(
+                    &leaves[i as usize],
+                    i,
+                    n,
+                    &path,
+                    &roots[n as usize],
+                )
+                .unwrap_or_else(|e| panic!("inclusion of {i} in {n}: {e}"));
+            }
+            for old in 1..=n {
+                let proof = store.consistency_proof(old, n).unwrap().unwrap();
+                sessiontrail_tlog::verify_consistency(
+                    old,
+                    n,
+                    &roots[old as usize],
+                    &roots[n as usize],
+                    &proof,
+                )
+                .unwrap_or_else(|e| panic!("consistency {old} → {n}: {e}"));
+            }
+        }
+        // Nothing below the stored levels was written.
+        let low: i64 = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM tlog_nodes WHERE level < ?1",
+                    [STORED_FROM_LEVEL],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(low, 0);
+    }
 
     /// Every stored event is in the full-text index, rule and tag tables
     /// when its write is acknowledged: ingest and admin records alike,
