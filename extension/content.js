@@ -174,11 +174,8 @@
   // flush, or at once for a held action: it clips those values, works out
   // the role and builds target.path (docs/extension.md, "Main-thread cost").
 
-  function rawText(el, tag) {
-    if (tag === 'input') {
-      const t = el.type;
-      return t === 'button' || t === 'submit' || t === 'reset' ? el.value : '';
-    }
+  function rawText(el, tag, type) {
+    if (tag === 'input') return type === 'button' || type === 'submit' || type === 'reset' ? el.value : '';
     if (tag === 'select' || tag === 'textarea') return '';
     // A leaf: its textContent is one short string. Otherwise read text
     // nodes until enough is read (textContent of a table would copy it all).
@@ -202,7 +199,9 @@
         .join(' ');
       if (l.trim()) return l;
     }
-    if (el.labels && el.labels.length) return el.labels[0].textContent;
+    const l = el.labels; // undefined unless labelable, null for <input type=hidden>
+    const first = l ? l[0] : undefined;
+    if (first) return first.textContent;
     return el.getAttribute('title') || el.getAttribute('alt') || el.getAttribute('placeholder') || null;
   }
 
@@ -217,13 +216,20 @@
    */
   function snap(el, selectors) {
     const tag = el.localName;
+    const type = tag === 'input' ? el.type : '';
     const attrs = el.hasAttributes();
+    let name = null;
+    if (attrs) name = rawName(el);
+    else if (LABELABLE[tag] === 1) {
+      const first = el.labels[0]; // one DOM call fewer than checking length
+      if (first) name = first.textContent;
+    }
     return {
       el,
       tag,
-      type: tag === 'input' ? el.type : '',
-      text: rawText(el, tag),
-      name: attrs ? rawName(el) : LABELABLE[tag] === 1 && el.labels.length ? el.labels[0].textContent : null,
+      type,
+      text: rawText(el, tag, type),
+      name,
       role: attrs ? el.getAttribute('role') : null,
       selectors: selectors ?? matched(el),
     };
@@ -822,6 +828,8 @@
   // ------------------------------------------------------------- listeners
 
   const CLICK = Object.freeze({ type: 'click' });
+  // Tags INTERACTIVE matches whatever their attributes.
+  const NATIVE = { button: 1, input: 1, select: 1, textarea: 1, label: 1, summary: 1 };
 
   function onClick(e) {
     if (!live || app === null || (overlayUp && overlay.owns(e))) return;
@@ -843,14 +851,29 @@
     // snapshotted at the flush. Written out here, not through obs() and
     // record(): the first events of a page run before V8 has type feedback
     // for this code, and each call and property read then costs.
-    if (app !== undefined && !plainHeld && !raw.closest(app.interactiveOrAny)) {
+    let hit = null;
+    if (app !== undefined && !plainHeld && (hit = raw.closest(app.interactiveOrAny)) === null) {
       queue.push({ kind: CLICK, url: INHERITS ? topUrl(href) : href, user: null, target: { el: raw, later: true }, trusted: e.isTrusted === true, fields: NONE, action_id: null });
       if (!flushPending || queue.length >= BATCH_MAX) scheduleFlush();
       return;
     }
-    const el = raw.closest(INTERACTIVE) || raw;
+    clickOn(e, raw, hit, href, false);
+  }
+
+  /**
+   * A click on an interactive element or one an app selector matches (or
+   * any click while a rule may hold one without a selector): snapshotted
+   * now, and held when a guard matches. `dry` (warm() only, `e` null):
+   * the same path, nothing queued, held or sent.
+   */
+  function clickOn(e, raw, hit, href, dry) {
+    // closest() returns the nearest element matching either list, so when
+    // that is a native control it is the interactive ancestor: a second
+    // closest() is needed only otherwise.
+    const el = hit !== null && NATIVE[hit.localName] === 1 ? hit : raw.closest(INTERACTIVE) || raw;
     const o = obs({ type: 'click' }, e, el, NONE, href);
     const g = guardFor('click', el, o.target, o.url);
+    if (dry) return;
     if (!g) return record(o);
     const replay = () => {
       bypass = { kind: 'click', el };
@@ -1007,6 +1030,30 @@
     window.navigation.addEventListener('navigate', () => setTimeout(checkUrl, 0));
   }
 
+  // The snapshot and describing code, compiled and given type feedback in
+  // an idle slice rather than on the page's first events: V8 compiles a
+  // function on its first call and allocates its type feedback only after
+  // ~8 calls, and until then every property read is a slow lookup (the
+  // first clicks of a page cost 2–5× more; docs/extension.md, "Main-thread
+  // cost"). On detached elements this script creates (the page cannot see
+  // them; no page text is read): the click path of an interactive element
+  // runs `dry`, descriptions are built and dropped; nothing is queued,
+  // held or sent.
+  function warm() {
+    if (!app) return;
+    try {
+      const els = [document.createElement('div'), document.createElement('input'), document.createElement('button')];
+      for (let i = 0; i < 5; i++) {
+        for (const el of els) {
+          if (el.localName !== 'div') clickOn(null, el, el, lastUrl, true);
+          describe(snap(el));
+        }
+      }
+    } catch {
+      // best effort
+    }
+  }
+
   // The page load itself, once the table says this is an app.
   (function pageLoad() {
     if (app === undefined) {
@@ -1018,7 +1065,13 @@
       // Sent in the first idle slice: there is nothing to batch a page load
       // with, and the port (connecting costs a few hundred µs) is then open
       // before the first user event, off any event's path.
-      requestIdleCallback(flush, { timeout: FLUSH_DELAY_MS });
+      requestIdleCallback(
+        () => {
+          flush();
+          warm();
+        },
+        { timeout: FLUSH_DELAY_MS },
+      );
     }
   })();
 
