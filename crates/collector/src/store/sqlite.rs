@@ -1618,6 +1618,51 @@ mod tests {
     use super::*;
     use crate::store::{Enrollment, NewToken, Role};
 
+    /// A store in `dir` with an unlimited enrollment token `"enroll"`.
+    fn store_with_enroll_token(dir: &Path) -> SqliteStore {
+        let store = SqliteStore::open(dir, SqliteOptions::default()).unwrap();
+        store
+            .create_token(
+                NewToken {
+                    id: "enroll".into(),
+                    secret_hash: [7; 32],
+                    role: Role::Enroll,
+                    expires_ms: None,
+                    max_uses: None,
+                    group: None,
+                },
+                &Actor("admin".into()),
+            )
+            .unwrap();
+        store
+    }
+
+    /// Enrolls the key of `seed` with the `"enroll"` token.
+    fn enroll_seed(store: &SqliteStore, seed: u8, user: &str) -> (DeviceSigner, i64) {
+        let signer = DeviceSigner::new(&[seed; 32], ChainTip::GENESIS);
+        let dev = store
+            .enroll(Enrollment {
+                token_id: "enroll".into(),
+                presented_hash: [7; 32],
+                device_key: signer.public_key(),
+                user: user.into(),
+                device_name: format!("d{seed}"),
+                claims: serde_json::json!({}),
+                credential: NewToken {
+                    id: format!("dev{seed}"),
+                    secret_hash: [seed; 32],
+                    role: Role::Device,
+                    expires_ms: None,
+                    max_uses: None,
+                    group: None,
+                },
+                now_ms: 1,
+            })
+            .unwrap()
+            .unwrap();
+        (signer, dev.id)
+    }
+
     /// A store whose collector key is lost or replaced refuses to open
     /// instead of signing on under a new identity.
     #[test]
@@ -1650,42 +1695,8 @@ mod tests {
     #[test]
     fn proofs_match_a_naive_tree_at_every_size() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
-        let admin = Actor("admin".into());
-        store
-            .create_token(
-                NewToken {
-                    id: "enroll".into(),
-                    secret_hash: [7; 32],
-                    role: Role::Enroll,
-                    expires_ms: None,
-                    max_uses: None,
-                    group: None,
-                },
-                &admin,
-            )
-            .unwrap();
-        let mut signer = DeviceSigner::new(&[9; 32], ChainTip::GENESIS);
-        let dev = store
-            .enroll(Enrollment {
-                token_id: "enroll".into(),
-                presented_hash: [7; 32],
-                device_key: signer.public_key(),
-                user: "u@acme.test".into(),
-                device_name: "d".into(),
-                claims: serde_json::json!({}),
-                credential: NewToken {
-                    id: "dev".into(),
-                    secret_hash: [1; 32],
-                    role: Role::Device,
-                    expires_ms: None,
-                    max_uses: None,
-                    group: None,
-                },
-                now_ms: 1,
-            })
-            .unwrap()
-            .unwrap();
+        let store = store_with_enroll_token(dir.path());
+        let (mut signer, dev_id) = enroll_seed(&store, 9, "u@acme.test");
         for n in [1, 2, 3, 5, 8, 13, 7, 1, 16, 9] {
             let events: Vec<_> = (0..n)
                 .map(|i| {
@@ -1697,7 +1708,7 @@ mod tests {
             let verified =
                 crate::ingest::verify(signer.public_key(), KeyStatus::Enrolled, &bytes).unwrap();
             assert_eq!(
-                store.ingest(dev.id, verified, 2).unwrap().unwrap().accepted,
+                store.ingest(dev_id, verified, 2).unwrap().unwrap().accepted,
                 n as u64
             );
         }
@@ -1761,48 +1772,10 @@ mod tests {
     #[test]
     fn acknowledged_events_are_indexed_for_search() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            std::sync::Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
-        let admin = Actor("admin".into());
-        store
-            .create_token(
-                NewToken {
-                    id: "enroll".into(),
-                    secret_hash: [7; 32],
-                    role: Role::Enroll,
-                    expires_ms: None,
-                    max_uses: None,
-                    group: None,
-                },
-                &admin,
-            )
-            .unwrap();
-        let mut devices = Vec::new();
-        for d in 0..4u8 {
-            let seed = [d + 1; 32];
-            let signer = DeviceSigner::new(&seed, ChainTip::GENESIS);
-            let dev = store
-                .enroll(Enrollment {
-                    token_id: "enroll".into(),
-                    presented_hash: [7; 32],
-                    device_key: signer.public_key(),
-                    user: format!("u{d}@acme.test"),
-                    device_name: format!("d{d}"),
-                    claims: serde_json::json!({}),
-                    credential: NewToken {
-                        id: format!("dev{d}"),
-                        secret_hash: [d; 32],
-                        role: Role::Device,
-                        expires_ms: None,
-                        max_uses: None,
-                        group: None,
-                    },
-                    now_ms: 1,
-                })
-                .unwrap()
-                .unwrap();
-            devices.push((signer, dev.id));
-        }
+        let store = std::sync::Arc::new(store_with_enroll_token(dir.path()));
+        let devices: Vec<_> = (1..=4u8)
+            .map(|d| enroll_seed(&store, d, &format!("u{d}@acme.test")))
+            .collect();
         // Concurrent batches, so the writer groups several jobs per commit.
         let handles: Vec<_> = devices
             .into_iter()
