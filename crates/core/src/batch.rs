@@ -152,8 +152,9 @@ pub enum SigStatus {
 /// Verifies every record's signature and checks its key against `keys`.
 ///
 /// With the `batch` feature, records with enrolled keys are checked with
-/// ed25519 batch verification; only when a batch fails are its records
-/// checked one by one, to say exactly which are bad.
+/// ed25519 batch verification (records of one key: `one_key_batch`); only
+/// when a batch fails are its records checked one by one, to say exactly
+/// which are bad.
 pub fn verify_signatures(records: &[SignedEvent], keys: &impl KeyDirectory) -> Vec<SigStatus> {
     let mut status = vec![SigStatus::Valid; records.len()];
     let mut candidates = Vec::with_capacity(records.len());
@@ -194,12 +195,17 @@ fn check(records: &[SignedEvent], candidates: &[usize], status: &mut [SigStatus]
         let mut vks: Vec<VerifyingKey> = Vec::with_capacity(chunk.len());
         let mut ok = true;
         let mut last: Option<(DeviceKey, VerifyingKey)> = None;
+        let mut one_key = true;
         for &i in chunk {
             let r = &records[i];
             let dk = r.device_key();
             let vk = match last {
                 Some((k, vk)) if k == dk => Ok(vk),
-                _ => VerifyingKey::from_bytes(&dk.0),
+                Some(_) => {
+                    one_key = false;
+                    VerifyingKey::from_bytes(&dk.0)
+                }
+                None => VerifyingKey::from_bytes(&dk.0),
             };
             match vk {
                 // Weak (small-order) keys are refused outright: batch and
@@ -216,7 +222,17 @@ fn check(records: &[SignedEvent], candidates: &[usize], status: &mut [SigStatus]
                 }
             }
         }
-        if ok && ed25519_dalek::verify_batch(&msgs, &sigs, &vks).is_ok() {
+        let verified = ok
+            && match (&last, one_key) {
+                // A device's batch: one key, its terms merged (see
+                // `one_key_batch`); a key it does not take is checked one
+                // signature at a time below.
+                (Some((_, vk)), true) => {
+                    crate::one_key_batch::verify_one_key(vk, &msgs, &sigs) == Some(true)
+                }
+                _ => ed25519_dalek::verify_batch(&msgs, &sigs, &vks).is_ok(),
+            };
+        if verified {
             continue;
         }
         for &i in chunk {

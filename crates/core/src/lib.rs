@@ -22,6 +22,8 @@
 //! - [`record`]: the signed record encoding and the device signer/chain tip.
 //! - [`chain`]: per-device chain verification with precise findings.
 //! - [`batch`]: the batch wire format and batch signature verification.
+//! - `one_key_batch` (feature `batch`): batch verification of one key's
+//!   signatures with the key's terms merged (the collector's hot path).
 //! - [`keys`]: device keys and the enrolled-key directory.
 //! - [`rulepack`]: the TOML rule-pack language, its compiled signed form,
 //!   the matcher and pack tests.
@@ -36,6 +38,8 @@ pub mod event;
 pub mod guard;
 pub mod keys;
 pub mod mask;
+#[cfg(feature = "batch")]
+pub mod one_key_batch;
 pub mod pipeline;
 pub mod record;
 pub mod risk;

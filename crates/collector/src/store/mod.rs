@@ -15,6 +15,7 @@ use crate::ingest::{IngestOutcome, VerifiedBatch};
 pub mod packs;
 pub mod search;
 pub mod sqlite;
+mod syncer;
 
 pub use packs::PackStore;
 pub use search::SearchStore;

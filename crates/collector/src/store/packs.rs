@@ -184,7 +184,7 @@ impl PackStore for SqliteStore {
         actor: &Actor,
     ) -> Result<Result<Published, PublishRefusal>, StoreError> {
         let actor = actor.0.clone();
-        self.write(true, move |tx, ctx| {
+        self.publish(move |tx, ctx| {
             if let Some(cur) = current_info(tx, &pack.group)? {
                 if pack.version < cur.version {
                     return Ok(Err(PublishRefusal::Rollback {

@@ -1,14 +1,15 @@
-//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
-//! so a committed transaction is on disk when `COMMIT` returns.
+//! The embedded store: one SQLite file in WAL mode.
 //!
 //! All writes go through one writer thread fed by a bounded queue. The
-//! writer takes whatever jobs are queued (up to [`MAX_GROUP`]), runs each in
-//! its own savepoint inside one transaction, commits once, and only then
-//! answers every job: a group commit, so one fsync covers many requests
-//! under load while every acknowledgement still follows its commit. A full
-//! queue answers [`StoreError::Busy`] at once (the server turns it into
-//! 429 + `Retry-After`). Reads use a small pool of read-only connections
-//! and see the last committed state.
+//! writer takes whatever jobs are queued (up to [`MAX_GROUP`]), runs them
+//! inside one transaction, commits once, and hands the group to the
+//! [`syncer`](super::syncer), which answers every job after the fsync that
+//! makes the commit durable: a group commit, so one fsync covers many
+//! requests under load, every acknowledgement follows its fsync, and the
+//! writer runs the next group while the disk syncs. A full queue answers
+//! [`StoreError::Busy`] at once (the server turns it into 429 +
+//! `Retry-After`). Reads use a small pool of read-only connections and see
+//! the last committed state.
 
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -24,6 +25,7 @@ use sessiontrail_core::{ChainTip, DeviceKey, DeviceSigner, Hash, SignedEvent};
 use sessiontrail_tlog::{Checkpoint, NodeStore, NoteSigner, Tree};
 use sha2::{Digest as _, Sha256};
 
+use super::syncer::{Finish, Syncer};
 use super::{
     Actor, AuditEntry, Device, DeviceStatus, EnrollRefusal, Enrollment, Gap, IngestRefusal,
     NewToken, ReEnrolled, ReEnrollment, Role, SignedCheckpoint, Store, StoreError, StoreStats,
@@ -81,8 +83,8 @@ fn reenroll_challenge_key(seed: &[u8; 32]) -> [u8; 32] {
 struct Done {
     /// Roll the job's savepoint back (the job failed).
     rollback: bool,
-    /// Called with the commit's outcome, after the commit.
-    finish: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+    /// Called with the commit's outcome, after the commit is durable.
+    finish: Finish,
 }
 
 /// State only the writer thread holds.
@@ -105,6 +107,10 @@ type JobFn = Box<dyn FnOnce(&Transaction<'_>, &WriterCtx) -> Done + Send>;
 /// [`StoreError::Busy`], so its client retries (ingest is idempotent).
 struct Job {
     isolated: bool,
+    /// Commit this job's group with `synchronous=FULL`, so no reader sees
+    /// it before it is on disk: for what others are handed as a commitment
+    /// (see `syncer`).
+    durable_before_visible: bool,
     run: JobFn,
 }
 
@@ -139,7 +145,11 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
+        // 32 KiB pages for a new store (an existing one keeps its size):
+        // against 4 KiB, fewer B-tree splits and WAL frames per event; the
+        // single writer went from ≈ 66k to ≈ 78k events/s (docs/collector.md).
+        "PRAGMA page_size = 32768;
+         PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
@@ -251,7 +261,13 @@ impl SqliteStore {
         // The writer's page cache holds the hot index pages of every device
         // writing at once (the default 2 MB keeps re-reading them), and its
         // savepoints' sub-journals stay in memory (temp_store above).
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -131072")?;
+        // `synchronous=NORMAL`: the syncer thread makes each commit durable
+        // before it is answered (see `syncer`).
+        conn.execute_batch(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -131072;
+             PRAGMA synchronous = NORMAL",
+        )?;
+        let syncer = Syncer::start(&path)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let wal = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -264,7 +280,7 @@ impl SqliteStore {
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, ctx))?;
+            .spawn(move || writer_loop(conn, rx, ctx, syncer))?;
         Ok(SqliteStore {
             path,
             queue: Mutex::new(Some(tx)),
@@ -311,13 +327,23 @@ impl SqliteStore {
         wait: bool,
         f: impl FnOnce(&Transaction<'_>, &WriterCtx) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        self.submit(wait, true, f)
+        self.submit(wait, true, false, f)
+    }
+
+    /// Like [`write`](Self::write), for what is handed to others as a
+    /// commitment: no reader sees the commit before it is on disk.
+    pub(super) fn publish<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &WriterCtx) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.submit(true, true, true, f)
     }
 
     fn submit<R: Send + 'static>(
         &self,
         wait: bool,
         isolated: bool,
+        durable_before_visible: bool,
         f: impl FnOnce(&Transaction<'_>, &WriterCtx) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (reply, answer) = sync_channel::<Result<R, StoreError>>(1);
@@ -335,7 +361,11 @@ impl SqliteStore {
                 }),
             },
         });
-        let job = Job { isolated, run };
+        let job = Job {
+            isolated,
+            durable_before_visible,
+            run,
+        };
         let sender = lock(&self.queue).clone().ok_or(StoreError::Closed)?;
         if wait {
             sender.send(job).map_err(|_| StoreError::Closed)?;
@@ -383,7 +413,7 @@ fn wal_checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx) {
+fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx, syncer: Syncer) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -391,6 +421,11 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx) {
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
             }
+        }
+        let full_sync = jobs.iter().any(|j| j.durable_before_visible);
+        if full_sync && let Err(e) = conn.execute_batch("PRAGMA synchronous = FULL") {
+            tracing::error!(error = %e, "cannot switch to synchronous=FULL");
+            continue;
         }
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
@@ -458,13 +493,20 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx) {
                 }
             }
         };
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "commit failed");
+        if full_sync && let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
+            tracing::error!(error = %e, "cannot switch back to synchronous=NORMAL");
         }
-        for finish in finishers {
-            finish(committed.clone());
+        match committed {
+            Ok(()) => syncer.committed(finishers),
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed");
+                for finish in finishers {
+                    finish(Err(e.clone()));
+                }
+            }
         }
     }
+    syncer.finish();
 }
 
 pub(super) fn blob32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
@@ -501,23 +543,18 @@ impl NodeStore for TxNodes<'_> {
         Ok(())
     }
 
-    /// Multi-row INSERTs of 64, 16, 4 or 1 rows (four statements, prepared
-    /// once and cached) of the nodes at stored levels.
+    /// The nodes at stored levels, one cached statement per row.
     fn put_all(&mut self, nodes: &[sessiontrail_tlog::Node]) -> Result<(), rusqlite::Error> {
-        let stored: Vec<&sessiontrail_tlog::Node> = nodes
-            .iter()
-            .filter(|n| n.level >= STORED_FROM_LEVEL)
-            .collect();
-        multi_insert(
+        let stored = nodes.iter().filter(|n| n.level >= STORED_FROM_LEVEL);
+        insert_each(
             self.0,
-            "INSERT OR REPLACE INTO tlog_nodes (level, idx, hash) VALUES ",
-            &stored,
-            |st, at, n| {
-                st.raw_bind_parameter(at, n.level)?;
-                st.raw_bind_parameter(at + 1, n.index as i64)?;
-                st.raw_bind_parameter(at + 2, &n.hash[..])
+            "INSERT OR REPLACE INTO tlog_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
+            stored,
+            |st, n| {
+                st.raw_bind_parameter(1, n.level)?;
+                st.raw_bind_parameter(2, n.index as i64)?;
+                st.raw_bind_parameter(3, &n.hash[..])
             },
-            3,
         )
     }
 }
@@ -575,9 +612,6 @@ fn node_from_records(c: &Connection, level: u8, index: u64) -> rusqlite::Result<
     }
     Ok(level_hashes.pop())
 }
-
-/// Merkle nodes per INSERT statement, largest first.
-const NODE_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
 /// Appends the records (leaves `first..`) to the Merkle log. The log's size
 /// is the number of stored records, committed in the same transaction.
@@ -661,14 +695,11 @@ struct NewEvent<'a> {
 /// Columns of an `events` row, in [`bind_event`] order.
 const EVENT_INSERT: &str = "INSERT INTO events (leaf_index, device_id, seq, hash, prev_hash,
     time_ms, received_ms, record, body_ok, user, app, action, rules, severity, tags, response, url,
-    target, session, tab, trusted) VALUES ";
-const EVENT_INSERT_COLS: usize = 21;
+    target, session, tab, trusted)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
 
-fn bind_event(
-    st: &mut rusqlite::Statement<'_>,
-    at: usize,
-    e: &NewEvent<'_>,
-) -> rusqlite::Result<()> {
+fn bind_event(st: &mut rusqlite::Statement<'_>, e: &NewEvent<'_>) -> rusqlite::Result<()> {
+    let at = 1;
     let (ev, i) = (e.ev, e.index);
     st.raw_bind_parameter(at, e.leaf)?;
     st.raw_bind_parameter(at + 1, e.device_id)?;
@@ -693,11 +724,10 @@ fn bind_event(
     st.raw_bind_parameter(at + 20, i.map(|i| i.trusted))
 }
 
-/// Appends records to the events table with multi-row INSERTs of 64, 16, 4
-/// or 1 rows, like the other bulk tables. (Against one statement per row it
-/// measured the same; docs/collector.md, "Second pass".)
+/// Appends records to the events table, one row per statement (see
+/// [`insert_each`]).
 fn insert_events(tx: &Transaction<'_>, rows: &[NewEvent<'_>]) -> Result<(), StoreError> {
-    multi_insert(tx, EVENT_INSERT, rows, bind_event, EVENT_INSERT_COLS)?;
+    insert_each(tx, EVENT_INSERT, rows, bind_event)?;
     Ok(())
 }
 
@@ -738,58 +768,42 @@ impl<'a> SearchRows<'a> {
     }
 
     fn insert(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        let pair = |st: &mut rusqlite::Statement<'_>, at: usize, &(v, leaf): &(&str, i64)| {
-            st.raw_bind_parameter(at, v)?;
-            st.raw_bind_parameter(at + 1, leaf)
+        let pair = |st: &mut rusqlite::Statement<'_>, &(v, leaf): &(&str, i64)| {
+            st.raw_bind_parameter(1, v)?;
+            st.raw_bind_parameter(2, leaf)
         };
-        multi_insert(
+        insert_each(
             tx,
-            "INSERT OR IGNORE INTO event_rules (rule, leaf_index) VALUES ",
+            "INSERT OR IGNORE INTO event_rules (rule, leaf_index) VALUES (?1, ?2)",
             &self.rules,
             pair,
-            2,
         )?;
-        multi_insert(
+        insert_each(
             tx,
-            "INSERT OR IGNORE INTO event_tags (tag, leaf_index) VALUES ",
+            "INSERT OR IGNORE INTO event_tags (tag, leaf_index) VALUES (?1, ?2)",
             &self.tags,
             pair,
-            2,
         )?;
         Ok(())
     }
 }
 
-/// Inserts `rows` with multi-row INSERTs of 64, 16, 4 or 1 rows (`head` is
-/// the statement up to `VALUES `; each size is prepared once and cached).
-fn multi_insert<T>(
+/// Runs the single-row INSERT `sql` (prepared once, cached) for each row.
+///
+/// One row per statement on purpose: a multi-row INSERT inside a
+/// transaction gets a statement journal (SQLite must be able to undo the
+/// rows before a failing one), which copies every page the statement
+/// touches; a one-row INSERT with no triggers needs none. On the ingest
+/// load that copying was ≈ 9% of the writer's time (docs/collector.md).
+fn insert_each<T>(
     conn: &Connection,
-    head: &str,
-    rows: &[T],
-    bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
-    cols: usize,
+    sql: &str,
+    rows: impl IntoIterator<Item = T>,
+    bind: impl Fn(&mut rusqlite::Statement<'_>, T) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
-    let one = format!("({})", vec!["?"; cols].join(","));
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let n = NODE_CHUNKS
-            .into_iter()
-            .find(|&c| c <= rest.len())
-            .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        let mut sql = String::with_capacity(head.len() + n * (one.len() + 1));
-        sql.push_str(head);
-        for i in 0..n {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&one);
-        }
-        let mut st = conn.prepare_cached(&sql)?;
-        for (i, row) in chunk.iter().enumerate() {
-            bind(&mut st, i * cols + 1, row)?;
-        }
+    let mut st = conn.prepare_cached(sql)?;
+    for row in rows {
+        bind(&mut st, row)?;
         st.raw_execute()?;
     }
     Ok(())
@@ -1300,7 +1314,7 @@ impl Store for SqliteStore {
     }
 
     fn checkpoint(&self, now_ms: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
-        self.write(true, move |tx, ctx| checkpoint_tx(tx, ctx, now_ms))
+        self.publish(move |tx, ctx| checkpoint_tx(tx, ctx, now_ms))
     }
 
     fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
@@ -1542,7 +1556,7 @@ impl Store for SqliteStore {
         batch: VerifiedBatch,
         received_ms: i64,
     ) -> Result<Result<IngestOutcome, IngestRefusal>, StoreError> {
-        self.submit(false, false, move |tx, _| {
+        self.submit(false, false, false, move |tx, _| {
             ingest_tx(tx, device_id, &batch, received_ms)
         })
     }
