@@ -167,8 +167,12 @@ DROP TRIGGER IF EXISTS events_search_ai;
 -- filter on one of them walks `events_time` newest first and meets matches
 -- at once; a filter on any other value names the same predicate (search.rs,
 -- `ACTION_INDEXED` / `RESPONSE_INDEXED`) so the planner can use these.
+-- `<>` terms, not `NOT IN (…)`: SQLite evaluates an IN list of more than two
+-- values through a temporary B-tree, built and freed at every INSERT (≈ 5%
+-- of the writer's time); stores created with the IN form are rebuilt on open
+-- (sqlite.rs, `migrate`).
 CREATE INDEX IF NOT EXISTS events_action_time ON events(action, time_ms)
-    WHERE action NOT IN ('click', 'input', 'response_resolved', 'route_change');
+    WHERE action <> 'click' AND action <> 'input' AND action <> 'response_resolved' AND action <> 'route_change';
 CREATE INDEX IF NOT EXISTS events_response_time ON events(response, time_ms)
     WHERE response <> 'log';
 -- Session timelines and the session list of a user in an app.

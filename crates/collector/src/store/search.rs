@@ -300,8 +300,8 @@ fn finish_row(raw: RawRow) -> Result<EventRow, StoreError> {
 /// `events_response_time` (schema.sql), with the `e.` alias of the search
 /// queries. Added to a query whose action or decision filter is a value
 /// those indexes hold, so the planner may use them.
-const ACTION_INDEXED: &str =
-    "e.action NOT IN ('click', 'input', 'response_resolved', 'route_change')";
+const ACTION_INDEXED: &str = "e.action <> 'click' AND e.action <> 'input' \
+    AND e.action <> 'response_resolved' AND e.action <> 'route_change'";
 const RESPONSE_INDEXED: &str = "e.response <> 'log'";
 /// Actions `events_action_time` leaves out: high-volume kinds.
 const ACTION_UNINDEXED: [ActionKind; 4] = [
@@ -735,6 +735,48 @@ mod tests {
             ..EventFilter::default()
         });
         assert!(!sql.contains(ACTION_INDEXED) && !sql.contains(RESPONSE_INDEXED));
+    }
+
+    /// The planner really uses the partial indexes for the values they hold
+    /// (a predicate that no longer matches the schema only shows as a slow
+    /// search, so it is checked here).
+    #[test]
+    fn the_planner_uses_the_partial_indexes() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch(include_str!("schema.sql")).unwrap();
+        for (filter, index) in [
+            (
+                EventFilter {
+                    action: Some(ActionKind::Download),
+                    ..EventFilter::default()
+                },
+                "events_action_time",
+            ),
+            (
+                EventFilter {
+                    decision: Some(Response::Block),
+                    ..EventFilter::default()
+                },
+                "events_response_time",
+            ),
+        ] {
+            let (cond, args) = where_clause(&filter);
+            let sql = format!(
+                "EXPLAIN QUERY PLAN SELECT {EVENT_COLS} {EVENT_FROM} WHERE {cond}
+                 ORDER BY e.time_ms DESC, e.leaf_index DESC LIMIT 50"
+            );
+            let plan: Vec<String> = c
+                .prepare(&sql)
+                .unwrap()
+                .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|d| d.contains(index)),
+                "{index} not used: {plan:?}"
+            );
+        }
     }
 
     #[test]
