@@ -26,6 +26,7 @@ use sessiontrail_tlog::{Checkpoint, NodeStore, NoteSigner, Tree};
 use sha2::{Digest as _, Sha256};
 
 use super::syncer::{Finish, Syncer};
+use super::wal::{self, WalRestart};
 use super::{
     Actor, AuditEntry, Device, DeviceStatus, EnrollRefusal, Enrollment, Gap, IngestRefusal,
     NewToken, ReEnrolled, ReEnrollment, Role, SignedCheckpoint, Store, StoreError, StoreStats,
@@ -39,6 +40,8 @@ const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i64 = 1;
 const DB_FILE: &str = "sessiontrail.db";
 const KEY_FILE: &str = "collector.key";
+/// How long a connection waits for a lock another one holds.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most jobs one transaction carries.
 pub const MAX_GROUP: usize = 64;
 
@@ -143,13 +146,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(
-        // 32 KiB pages for a new store (an existing one keeps its size):
-        // against 4 KiB, fewer B-tree splits and WAL frames per event; the
-        // single writer went from ≈ 66k to ≈ 78k events/s (docs/collector.md).
-        "PRAGMA page_size = 32768;
-         PRAGMA journal_mode = WAL;
+        // The default 4 KiB pages: 16 and 32 KiB were faster while the store
+        // was small, slower once its index pages outgrew the page cache
+        // (every device writes its own spot of each index; docs/collector.md).
+        "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
@@ -276,7 +278,7 @@ impl SqliteStore {
             id
         };
         // WAL checkpoints (copying the log back into the database) run on
-        // their own thread, off the writer's critical path.
+        // their own thread, off the writer's critical path (see `wal`).
         let checkpointer = open_conn(&path)?;
         // The writer's page cache holds the hot index pages of every device
         // writing at once (the default 2 MB keeps re-reading them), and its
@@ -289,9 +291,11 @@ impl SqliteStore {
         )?;
         let syncer = Syncer::start(&path)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let wal_restart = WalRestart::default();
+        let restart = wal_restart.clone();
         let wal = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || wal_checkpoint_loop(checkpointer, stopped))?;
+            .spawn(move || wal::checkpoint_loop(checkpointer, stopped, restart))?;
         let (tx, rx) = sync_channel::<Job>(opts.queue.max(1));
         let ctx = WriterCtx {
             seed,
@@ -300,7 +304,7 @@ impl SqliteStore {
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, ctx, syncer))?;
+            .spawn(move || writer_loop(conn, rx, ctx, syncer, wal_restart))?;
         Ok(SqliteStore {
             path,
             queue: Mutex::new(Some(tx)),
@@ -414,27 +418,15 @@ impl Drop for SqliteStore {
     }
 }
 
-/// Checkpoints the WAL every 200 ms (PASSIVE: never blocks the writer),
-/// and once more when the store closes.
-fn wal_checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
-    use std::sync::mpsc::RecvTimeoutError;
-    loop {
-        let last = !matches!(
-            stop.recv_timeout(std::time::Duration::from_millis(200)),
-            Err(RecvTimeoutError::Timeout)
-        );
-        let mode = if last { "TRUNCATE" } else { "PASSIVE" };
-        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
-        if last {
-            return;
-        }
-    }
-}
-
-fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx, syncer: Syncer) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: Receiver<Job>,
+    ctx: WriterCtx,
+    syncer: Syncer,
+    wal_restart: WalRestart,
+) {
     while let Ok(first) = rx.recv() {
+        wal_restart.take(&conn, BUSY_TIMEOUT);
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
