@@ -16,7 +16,6 @@ pub mod packs;
 pub mod search;
 pub mod sqlite;
 mod syncer;
-mod wal;
 
 pub use packs::PackStore;
 pub use search::SearchStore;

@@ -26,7 +26,6 @@ use sessiontrail_tlog::{Checkpoint, NodeStore, NoteSigner, Tree};
 use sha2::{Digest as _, Sha256};
 
 use super::syncer::{Finish, Syncer};
-use super::wal::{self, WalRestart};
 use super::{
     Actor, AuditEntry, Device, DeviceStatus, EnrollRefusal, Enrollment, Gap, IngestRefusal,
     NewToken, ReEnrolled, ReEnrollment, Role, SignedCheckpoint, Store, StoreError, StoreStats,
@@ -40,8 +39,6 @@ const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i64 = 1;
 const DB_FILE: &str = "sessiontrail.db";
 const KEY_FILE: &str = "collector.key";
-/// How long a connection waits for a lock another one holds.
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most jobs one transaction carries.
 pub const MAX_GROUP: usize = 64;
 
@@ -146,7 +143,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
         // The default 4 KiB pages: 16 and 32 KiB were faster while the store
         // was small, slower once its index pages outgrew the page cache
@@ -278,7 +275,7 @@ impl SqliteStore {
             id
         };
         // WAL checkpoints (copying the log back into the database) run on
-        // their own thread, off the writer's critical path (see `wal`).
+        // their own thread, off the writer's critical path.
         let checkpointer = open_conn(&path)?;
         // The writer's page cache holds the hot index pages of every device
         // writing at once (the default 2 MB keeps re-reading them), and its
@@ -291,11 +288,9 @@ impl SqliteStore {
         )?;
         let syncer = Syncer::start(&path)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let wal_restart = WalRestart::default();
-        let restart = wal_restart.clone();
         let wal = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || wal::checkpoint_loop(checkpointer, stopped, restart))?;
+            .spawn(move || wal_checkpoint_loop(checkpointer, stopped))?;
         let (tx, rx) = sync_channel::<Job>(opts.queue.max(1));
         let ctx = WriterCtx {
             seed,
@@ -304,7 +299,7 @@ impl SqliteStore {
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, ctx, syncer, wal_restart))?;
+            .spawn(move || writer_loop(conn, rx, ctx, syncer))?;
         Ok(SqliteStore {
             path,
             queue: Mutex::new(Some(tx)),
@@ -418,15 +413,27 @@ impl Drop for SqliteStore {
     }
 }
 
-fn writer_loop(
-    mut conn: Connection,
-    rx: Receiver<Job>,
-    ctx: WriterCtx,
-    syncer: Syncer,
-    wal_restart: WalRestart,
-) {
+/// Checkpoints the WAL every 200 ms (PASSIVE: never blocks the writer),
+/// and once more when the store closes.
+fn wal_checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let last = !matches!(
+            stop.recv_timeout(std::time::Duration::from_millis(200)),
+            Err(RecvTimeoutError::Timeout)
+        );
+        let mode = if last { "TRUNCATE" } else { "PASSIVE" };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx, syncer: Syncer) {
     while let Ok(first) = rx.recv() {
-        wal_restart.take(&conn, BUSY_TIMEOUT);
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
