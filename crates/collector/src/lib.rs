@@ -9,8 +9,9 @@
 //! ## Contract
 //!
 //! - **Acknowledged means durable.** `POST /v1/batches` answers 200 only
-//!   after the transaction holding the accepted records is committed with
-//!   `synchronous=FULL` (fsynced). Anything not acknowledged may be resent:
+//!   after the transaction holding the accepted records is committed and
+//!   the WAL holding it fsynced (`store::sqlite`, the sync thread). Anything
+//!   not acknowledged may be resent:
 //!   ingest is idempotent on `(device, seq)`, and an identical resent record
 //!   is answered as a duplicate, never stored twice.
 //! - **Records are kept verbatim.** The stored bytes are the signed bytes;
