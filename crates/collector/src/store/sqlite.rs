@@ -433,6 +433,9 @@ fn wal_checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
 }
 
 fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx, syncer: Syncer) {
+    // The connection's `synchronous` setting: NORMAL unless the last group
+    // needed FULL.
+    let mut full_sync = false;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -441,10 +444,19 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx, syncer: 
                 Err(_) => break,
             }
         }
-        let full_sync = jobs.iter().any(|j| j.durable_before_visible);
-        if full_sync && let Err(e) = conn.execute_batch("PRAGMA synchronous = FULL") {
-            tracing::error!(error = %e, "cannot switch to synchronous=FULL");
-            continue;
+        let want_full = jobs.iter().any(|j| j.durable_before_visible);
+        if want_full != full_sync {
+            let mode = if want_full { "FULL" } else { "NORMAL" };
+            match conn.execute_batch(&format!("PRAGMA synchronous = {mode}")) {
+                Ok(()) => full_sync = want_full,
+                // Staying at FULL is only slower; NORMAL would break the
+                // promise these jobs need: dropping them answers 503.
+                Err(e) if want_full => {
+                    tracing::error!(error = %e, "cannot switch to synchronous=FULL");
+                    continue;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot switch back to synchronous=NORMAL"),
+            }
         }
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
@@ -512,9 +524,6 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx, syncer: 
                 }
             }
         };
-        if full_sync && let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
-            tracing::error!(error = %e, "cannot switch back to synchronous=NORMAL");
-        }
         match committed {
             Ok(()) => syncer.committed(finishers),
             Err(e) => {
@@ -1696,6 +1705,22 @@ mod tests {
 
     /// A store whose collector key is lost or replaced refuses to open
     /// instead of signing on under a new identity.
+    /// Published commitments commit at `synchronous=FULL` (visible only
+    /// once on disk); everything else at NORMAL, made durable by the syncer
+    /// before it is answered.
+    #[test]
+    fn only_publishing_groups_commit_at_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let setting = |tx: &Transaction<'_>| -> Result<i64, StoreError> {
+            Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+        };
+        // 1 = NORMAL, 2 = FULL
+        assert_eq!(store.write(true, move |tx, _| setting(tx)).unwrap(), 1);
+        assert_eq!(store.publish(move |tx, _| setting(tx)).unwrap(), 2);
+        assert_eq!(store.write(true, move |tx, _| setting(tx)).unwrap(), 1);
+    }
+
     #[test]
     fn an_action_index_with_an_in_list_is_rebuilt_on_open() {
         let dir = tempfile::tempdir().unwrap();
