@@ -45,6 +45,8 @@ const DOMAIN: &[u8] = b"sessiontrail one-key batch verification v1";
 pub fn verify_one_key(key: &VerifyingKey, msgs: &[&[u8]], sigs: &[Signature]) -> Option<bool> {
     assert_eq!(msgs.len(), sigs.len(), "one message per signature");
     let a = key.to_edwards();
+    // ≈ 25 µs per call (a scalar multiplication by ℓ): 0.25 µs per record
+    // of a 100-record batch, the price of merging the key's terms exactly.
     if key.is_weak() || !a.is_torsion_free() {
         return None;
     }
