@@ -22,6 +22,7 @@
 //! committed with `synchronous=FULL`, where SQLite makes a commit visible
 //! only after its fsync.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
@@ -38,15 +39,17 @@ pub(super) struct Syncer {
 }
 
 impl Syncer {
-    /// Starts the thread for the database at `db` (its WAL is `db-wal`).
+    /// Starts the thread for the database at `db`, whose WAL (`db-wal`)
+    /// must exist: SQLite keeps it, same file, while any connection is open.
     pub(super) fn start(db: &Path) -> std::io::Result<Syncer> {
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
+        let mut path = db.as_os_str().to_owned();
+        path.push("-wal");
+        let path = PathBuf::from(path);
+        let wal = File::open(&path)?;
         let (queue, rx) = channel();
         let thread = std::thread::Builder::new()
             .name("sqlite-sync".into())
-            .spawn(move || run(&wal, &rx))?;
+            .spawn(move || run(&wal, &path, &rx))?;
         Ok(Syncer { queue, thread })
     }
 
@@ -63,17 +66,17 @@ impl Syncer {
     }
 }
 
-fn run(wal: &Path, rx: &Receiver<Vec<Finish>>) {
+fn run(wal: &File, path: &Path, rx: &Receiver<Vec<Finish>>) {
     while let Ok(first) = rx.recv() {
         let mut groups = vec![first];
         groups.extend(rx.try_iter());
-        if let Err(e) = std::fs::File::open(wal).and_then(|f| f.sync_data()) {
+        if let Err(e) = wal.sync_data() {
             // What reached the disk is unknown, and Linux may have marked the
             // failed pages clean, so a retry could "succeed" without them.
             // Answering now could acknowledge data a power cut loses; a
             // restart recovers from what is on disk, and the devices resend
             // what was not acknowledged.
-            tracing::error!(error = %e, path = %wal.display(), "fsync of the WAL failed; stopping");
+            tracing::error!(error = %e, path = %path.display(), "fsync of the WAL failed; stopping");
             std::process::abort();
         }
         for finish in groups.into_iter().flatten() {
