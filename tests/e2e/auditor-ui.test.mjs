@@ -39,6 +39,18 @@ after(async () => {
   await srv?.stop();
 });
 
+// Runs the search form and waits for this search's answer. The form only
+// changes the URL hash and the search starts on `hashchange`, so the status
+// still shows the previous answer right after the click: blank it first.
+async function search() {
+  await page.evaluate(() => { document.querySelector('#search-status').textContent = ''; });
+  await page.click('#do-search');
+  await page.waitForFunction(() => {
+    const t = document.querySelector('#search-status').textContent;
+    return t !== '' && !t.startsWith('Searching');
+  });
+}
+
 test('signing in with a wrong credential is refused, the right one opens the search', async () => {
   await page.goto(`${srv.url}/ui/`);
   await page.waitForSelector('#signin:not([hidden])');
@@ -56,9 +68,8 @@ test('signing in with a wrong credential is refused, the right one opens the sea
 test('search filters by text and severity', async () => {
   await page.fill('#f-q', 'export');
   await page.selectOption('#f-severity', 'high');
-  await page.click('#do-search');
-  await page.waitForFunction(() => /event/.test(document.querySelector('#search-status').textContent)
-    && !document.querySelector('#search-status').textContent.startsWith('Searching'));
+  await search();
+  assert.match(await page.textContent('#search-status'), /event/);
   const rows = await page.$$eval('#results tbody tr', (trs) => trs.map((tr) => tr.textContent));
   assert.ok(rows.length > 0, 'some high-severity exports');
   for (const r of rows) {
@@ -69,8 +80,7 @@ test('search filters by text and severity', async () => {
   // FTS5 syntax typed by an auditor is just text: a clear answer, no error.
   await page.fill('#f-q', 'NEAR( "export');
   await page.selectOption('#f-severity', '');
-  await page.click('#do-search');
-  await page.waitForFunction(() => !document.querySelector('#search-status').textContent.startsWith('Searching'));
+  await search();
   assert.doesNotMatch(await page.textContent('#search-status'), /internal/);
 });
 
@@ -78,8 +88,8 @@ test('a result opens its session timeline with keyboard, gaps are shown inline',
   await page.fill('#f-q', '');
   await page.fill('#f-user', srv.gapUser);
   await page.selectOption('#f-app', srv.gapApp);
-  await page.click('#do-search');
-  await page.waitForFunction(() => /events?, newest first/.test(document.querySelector('#search-status').textContent));
+  await search();
+  assert.match(await page.textContent('#search-status'), /events?, newest first/);
   await page.focus('#results tbody tr');
   await page.keyboard.press('Enter');
   await page.waitForSelector('#view-timeline:not([hidden]) .t-entry');
