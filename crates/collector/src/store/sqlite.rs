@@ -145,15 +145,12 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
-        // 8 KiB pages for a new store (an existing one keeps its size: WAL
-        // mode cannot change it). Against the default 4 KiB: fewer page
-        // splits and WAL frames per event, ingest 3–8% faster in the
-        // benchmark, at the small store and at a million events alike;
-        // 16 and 32 KiB were faster only while the store was small, slower
-        // once its index pages outgrew the page cache (every device writes
+        // The default 4 KiB pages. 8 KiB was faster while the store was
+        // small (`--quick`), no faster at a million events and with a longer
+        // ack tail under the all-flagged load; 16 and 32 KiB were slower
+        // once the index pages outgrew the page cache (every device writes
         // its own spot of each index; docs/collector.md).
-        "PRAGMA page_size = 8192;
-         PRAGMA journal_mode = WAL;
+        "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
@@ -1757,51 +1754,6 @@ mod tests {
             !sql.contains("NOT IN") && sql.contains("action <> 'route_change'"),
             "{sql}"
         );
-    }
-
-    #[test]
-    fn a_new_store_has_8_kib_pages_and_an_old_store_keeps_its_own() {
-        let page_size = |path: &Path| -> i64 {
-            Connection::open(path)
-                .unwrap()
-                .query_row("PRAGMA page_size", [], |r| r.get(0))
-                .unwrap()
-        };
-        let new = tempfile::tempdir().unwrap();
-        let path = SqliteStore::open(new.path(), SqliteOptions::default())
-            .unwrap()
-            .path()
-            .to_owned();
-        assert_eq!(page_size(&path), 8192);
-
-        // A store created with the default 4 KiB pages (before this
-        // setting) opens, takes events and keeps its page size.
-        let old = tempfile::tempdir().unwrap();
-        let path = store_with_enroll_token(old.path()).path().to_owned();
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "PRAGMA journal_mode = DELETE; PRAGMA page_size = 4096; VACUUM;
-                 PRAGMA journal_mode = WAL;",
-            )
-            .unwrap();
-        assert_eq!(page_size(&path), 4096);
-        let store = SqliteStore::open(old.path(), SqliteOptions::default()).unwrap();
-        let (mut signer, id) = enroll_seed(&store, 7, "u@acme.test");
-        let events: Vec<_> = (0..3)
-            .map(|i| {
-                signer.sign(
-                    1_000 + i,
-                    &EventBody::lifecycle(EventKind::Click, "u@acme.test", "hr"),
-                )
-            })
-            .collect();
-        let bytes = sessiontrail_core::batch::encode(&events);
-        let verified =
-            crate::ingest::verify(signer.public_key(), KeyStatus::Enrolled, &bytes).unwrap();
-        assert_eq!(store.ingest(id, verified, 2).unwrap().unwrap().accepted, 3);
-        drop(store);
-        assert_eq!(page_size(&path), 4096);
     }
 
     /// A store whose collector key is lost or replaced refuses to open
