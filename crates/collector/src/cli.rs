@@ -187,6 +187,32 @@ fn create_enroll_token(
     Ok(g.credential)
 }
 
+/// Moves the calling thread off the store's CPU (see [`crate::cpu`]) and
+/// says where everything runs; `None` when the store gets no CPU of its own.
+fn place_threads(enabled: bool) -> Option<crate::cpu::Placement> {
+    if !enabled {
+        tracing::info!("store CPU pinning off (pin_store_cpu = false)");
+        return None;
+    }
+    let allowed = match crate::cpu::allowed() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the CPU affinity; threads stay unpinned");
+            return None;
+        }
+    };
+    let Some(p) = crate::cpu::split(&allowed) else {
+        tracing::info!(?allowed, "one CPU: the store shares it");
+        return None;
+    };
+    if let Err(e) = crate::cpu::pin_current(&p.rest) {
+        tracing::warn!(error = %e, "cannot set the CPU affinity; threads stay unpinned");
+        return None;
+    }
+    tracing::info!(store_cpu = p.store, runtime_cpus = ?p.rest, "store writer on its own CPU");
+    Some(p)
+}
+
 /// Runs the command line; the binary's `main` is this.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -198,12 +224,15 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => match Config::resolve(args) {
             Ok(cfg) => {
                 init_logging(cfg.log_format);
+                // Placed before the runtime starts: its threads inherit
+                // this thread's CPUs.
+                let placement = place_threads(cfg.pin_store_cpu);
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build();
                 match rt {
                     Ok(rt) => rt
-                        .block_on(crate::server::serve(cfg))
+                        .block_on(crate::server::serve(cfg, placement.map(|p| p.store)))
                         .map(|()| None)
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(format!("cannot start the runtime: {e}")),

@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Seconds between signed checkpoints of the evidence log (0: never) [default: 10].
     #[arg(long, env = "SESSIONTRAIL_CHECKPOINT_INTERVAL_SECS")]
     pub checkpoint_interval_secs: Option<u64>,
+    /// Give the store's writing threads a CPU of their own when the process
+    /// may use two or more [default: true].
+    #[arg(long, env = "SESSIONTRAIL_PIN_STORE_CPU")]
+    pub pin_store_cpu: Option<bool>,
 }
 
 /// The configuration file. Every key is optional.
@@ -106,6 +110,7 @@ pub struct FileConfig {
     pub metrics_open_on_loopback: Option<bool>,
     pub log_origin: Option<String>,
     pub checkpoint_interval_secs: Option<u64>,
+    pub pin_store_cpu: Option<bool>,
 }
 
 /// Why the configuration cannot be used.
@@ -140,6 +145,8 @@ pub struct Config {
     pub limits: Limits,
     pub log_origin: Option<String>,
     pub checkpoint_interval_secs: u64,
+    /// See [`crate::cpu`].
+    pub pin_store_cpu: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -225,6 +232,7 @@ impl Config {
                 .checkpoint_interval_secs
                 .or(file.checkpoint_interval_secs)
                 .unwrap_or(10),
+            pin_store_cpu: args.pin_store_cpu.or(file.pin_store_cpu).unwrap_or(true),
         })
     }
 }
@@ -295,5 +303,25 @@ mod tests {
             }),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn store_cpu_pinning_is_on_unless_file_or_flag_turn_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let resolve = |file: &str, flag: Option<bool>| {
+            std::fs::write(&f, format!("data_dir = \"/d\"\n{file}")).unwrap();
+            Config::resolve(ServeArgs {
+                config: Some(f.clone()),
+                pin_store_cpu: flag,
+                ..ServeArgs::default()
+            })
+            .unwrap()
+            .pin_store_cpu
+        };
+        assert!(resolve("", None));
+        assert!(!resolve("pin_store_cpu = false\n", None));
+        assert!(resolve("pin_store_cpu = false\n", Some(true)));
+        assert!(!resolve("", Some(false)));
     }
 }

@@ -40,7 +40,8 @@
 //! - [`ingest`], [`enroll`], [`devices`], [`log`], [`metrics`]: the endpoints.
 //! - [`auth`]: credentials and roles; [`error`]: the error type.
 //! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
-//! - [`config`], [`cli`]: configuration and the `sessiontrail` command.
+//! - [`config`], [`cli`]: configuration and the `sessiontrail` command;
+//!   [`cpu`]: which CPUs `serve` runs its threads on.
 
 use axum::Json;
 use axum::Router;
@@ -55,6 +56,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod cpu;
 pub mod devices;
 pub mod devseed;
 pub mod enroll;

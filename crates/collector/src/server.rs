@@ -111,12 +111,14 @@ pub async fn checkpoints(store: Arc<dyn Store>, every: Duration) {
 }
 
 /// `sessiontrail serve`: opens the store in the data directory and serves
-/// until a stop signal.
-pub async fn serve(cfg: Config) -> Result<(), ServeError> {
+/// until a stop signal. `store_cpu`: the CPU of the store's writing threads
+/// (see [`crate::cpu`]).
+pub async fn serve(cfg: Config, store_cpu: Option<usize>) -> Result<(), ServeError> {
     let data_dir = cfg.data_dir.clone();
     let opts = SqliteOptions {
         queue: cfg.limits.ingest_queue,
         log_origin: cfg.log_origin.clone(),
+        store_cpu,
     };
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, opts))
         .await

@@ -50,6 +50,9 @@ pub struct SqliteOptions {
     /// The evidence log's origin (checkpoint first line and note key name);
     /// by default `sessiontrail/<first 16 hex digits of the collector key>`.
     pub log_origin: Option<String>,
+    /// Run the writer, its fsync thread and the WAL checkpointer on this CPU
+    /// only (see [`crate::cpu`]); `None` leaves them to the scheduler.
+    pub store_cpu: Option<usize>,
 }
 
 impl Default for SqliteOptions {
@@ -57,6 +60,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             queue: 64,
             log_origin: None,
+            store_cpu: None,
         }
     }
 }
@@ -288,11 +292,19 @@ impl SqliteStore {
             "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -131072;
              PRAGMA synchronous = NORMAL",
         )?;
-        let syncer = Syncer::start(&path)?;
+        let pin = move |thread: &str| {
+            if let Some(c) = opts.store_cpu {
+                crate::cpu::pin_current_or_warn(&[c], thread);
+            }
+        };
+        let syncer = Syncer::start(&path, pin)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let wal = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || wal_checkpoint_loop(checkpointer, stopped))?;
+            .spawn(move || {
+                pin("sqlite-checkpoint");
+                wal_checkpoint_loop(checkpointer, stopped)
+            })?;
         let (tx, rx) = sync_channel::<Job>(opts.queue.max(1));
         let ctx = WriterCtx {
             seed,
@@ -301,7 +313,10 @@ impl SqliteStore {
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, ctx, syncer))?;
+            .spawn(move || {
+                pin("sqlite-writer");
+                writer_loop(conn, rx, ctx, syncer)
+            })?;
         Ok(SqliteStore {
             path,
             queue: Mutex::new(Some(tx)),
@@ -1703,6 +1718,54 @@ mod tests {
             .unwrap()
             .unwrap();
         (signer, dev.id)
+    }
+
+    /// With `store_cpu`, the writer, its fsync thread and the checkpointer
+    /// run only on that CPU (what `serve` asks for; see `crate::cpu`).
+    /// Stores opened by tests running alongside are not pinned, so on a
+    /// machine with two or more CPUs only this store's threads match.
+    #[test]
+    fn the_store_threads_run_on_the_store_cpu() {
+        let cpu = *crate::cpu::allowed().unwrap().last().unwrap();
+        let pinned = |name: &str| -> usize {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| {
+                    let dir = t.ok()?.path();
+                    let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+                    let list = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                        .trim()
+                        .to_owned();
+                    (comm.trim() == name && list == cpu.to_string()).then_some(())
+                })
+                .count()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            SqliteOptions {
+                store_cpu: Some(cpu),
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        // The threads pin themselves as they start; a write has gone
+        // through the writer and the syncer once it is answered.
+        store.write(true, |_, _| Ok(())).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // `comm` holds at most 15 bytes: "sqlite-checkpoint" reads "sqlite-checkpoi".
+        for name in ["sqlite-writer", "sqlite-sync", "sqlite-checkpoi"] {
+            while pinned(name) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} is not on CPU {cpu}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
     }
 
     /// Published commitments commit at `synchronous=FULL` (visible only

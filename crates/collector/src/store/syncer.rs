@@ -41,7 +41,11 @@ pub(super) struct Syncer {
 impl Syncer {
     /// Starts the thread for the database at `db`, whose WAL (`db-wal`)
     /// must exist: SQLite keeps it, same file, while any connection is open.
-    pub(super) fn start(db: &Path) -> std::io::Result<Syncer> {
+    /// The thread first calls `setup` with its name (CPU placement).
+    pub(super) fn start(
+        db: &Path,
+        setup: impl FnOnce(&str) + Send + 'static,
+    ) -> std::io::Result<Syncer> {
         let mut path = db.as_os_str().to_owned();
         path.push("-wal");
         let path = PathBuf::from(path);
@@ -49,7 +53,10 @@ impl Syncer {
         let (queue, rx) = channel();
         let thread = std::thread::Builder::new()
             .name("sqlite-sync".into())
-            .spawn(move || run(&wal, &path, &rx))?;
+            .spawn(move || {
+                setup("sqlite-sync");
+                run(&wal, &path, &rx)
+            })?;
         Ok(Syncer { queue, thread })
     }
 
