@@ -10,7 +10,12 @@
 //! when it has work; verification, which parallelises, takes the rest.
 //! Measured in docs/collector.md ("Fourth pass").
 //!
-//! It applies only when the process may run on at least two CPUs, and
+//! The checkpointer shares that CPU with the writer at a lower priority
+//! ([`lower_priority`]): copying the WAL back can wait, the writer cannot.
+//! Under sustained full load it cut the writer's wait for its CPU and
+//! raised the all-flagged ingest rate by ≈ 25% in full benchmark runs.
+//!
+//! Pinning applies only when the process may run on at least two CPUs, and
 //! `pin_store_cpu = false` turns it off (for a host where other busy
 //! processes share those CPUs: a pinned writer cannot move away from them).
 
@@ -61,6 +66,17 @@ pub fn pin_current(cpus: &[usize]) -> std::io::Result<()> {
 pub fn pin_current_or_warn(cpus: &[usize], thread: &str) {
     if let Err(e) = pin_current(cpus) {
         tracing::warn!(error = %e, ?cpus, thread, "cannot set the thread's CPU affinity");
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to `nice` (0–19; an
+/// unprivileged process may always lower, never raise, it). Linux applies
+/// `setpriority` to the one thread named by its id. A failure is logged:
+/// priority only changes speed.
+pub fn lower_priority(nice: i32, thread: &str) {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::warn!(error = %e, nice, thread, "cannot lower the thread's priority");
     }
 }
 

@@ -303,6 +303,9 @@ impl SqliteStore {
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 pin("sqlite-checkpoint");
+                // Background work: on the store's CPU it must not hold up
+                // the writer (see `crate::cpu::lower_priority`).
+                crate::cpu::lower_priority(CHECKPOINTER_NICE, "sqlite-checkpoint");
                 wal_checkpoint_loop(checkpointer, stopped)
             })?;
         let (tx, rx) = sync_channel::<Job>(opts.queue.max(1));
@@ -429,6 +432,10 @@ impl Drop for SqliteStore {
         }
     }
 }
+
+/// The WAL checkpointer's `nice` value: it yields its CPU to the writer
+/// whenever both could run.
+const CHECKPOINTER_NICE: i32 = 10;
 
 /// Checkpoints the WAL every 200 ms (PASSIVE: never blocks the writer),
 /// and once more when the store closes.
@@ -1766,6 +1773,54 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
+    }
+
+    /// The checkpointer runs at a lower priority than the writer (they
+    /// share the store's CPU); the writer keeps the default.
+    #[test]
+    fn the_checkpointer_yields_to_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        store.write(true, |_, _| Ok(())).unwrap();
+        // (comm, nice) of every thread of this process; field 19 of `stat`,
+        // counted after the parenthesised name.
+        let threads = || -> Vec<(String, i64)> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| {
+                    let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
+                    let (head, tail) = stat.rsplit_once(')')?;
+                    let comm = head.split_once('(')?.1.to_owned();
+                    let nice = tail.split_whitespace().nth(16)?.parse().ok()?;
+                    Some((comm, nice))
+                })
+                .collect()
+        };
+        // Threads start at the process's own nice value (0 unless the test
+        // runner was started niced); an unprivileged thread can only lower.
+        let base = rustix::process::getpriority_process(None).unwrap() as i64;
+        let want = base.max(CHECKPOINTER_NICE as i64);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let t = threads();
+            let of = |name: &str| -> Vec<i64> {
+                t.iter().filter(|(c, _)| c == name).map(|x| x.1).collect()
+            };
+            let (writers, checkpointers) = (of("sqlite-writer"), of("sqlite-checkpoi"));
+            assert!(
+                !writers.is_empty() && writers.iter().all(|&n| n == base),
+                "{t:?}"
+            );
+            if !checkpointers.is_empty() && checkpointers.iter().all(|&n| n == want) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "checkpointers at {checkpointers:?}, want {want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(store);
     }
 
     /// Published commitments commit at `synchronous=FULL` (visible only
