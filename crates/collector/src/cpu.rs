@@ -122,7 +122,7 @@ mod tests {
     }
 
     /// `Cpus_allowed_list` of the calling thread, from /proc.
-    pub(crate) fn allowed_list_of_current() -> String {
+    fn allowed_list_of_current() -> String {
         let tid = rustix::thread::gettid().as_raw_nonzero();
         let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
         status
