@@ -80,6 +80,44 @@ pub fn lower_priority(nice: i32, thread: &str) {
     }
 }
 
+/// Test support: what the kernel reports for this process's threads.
+#[cfg(test)]
+pub(crate) mod proc_threads {
+    /// One thread, from `/proc/self/task/TID/stat`.
+    #[derive(Debug)]
+    pub struct Thread {
+        /// At most 15 bytes: "sqlite-checkpoint" reads "sqlite-checkpoi".
+        pub name: String,
+        pub nice: i64,
+        /// `Cpus_allowed_list` of its `status`, e.g. "1" or "0-1".
+        pub cpus: String,
+    }
+
+    /// Every thread of this process still running.
+    pub fn all() -> Vec<Thread> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+                let status = std::fs::read_to_string(dir.join("status")).ok()?;
+                // The name is parenthesised and may hold spaces; `nice` is
+                // field 19, the 17th after it.
+                let (head, tail) = stat.rsplit_once(')')?;
+                Some(Thread {
+                    name: head.split_once('(')?.1.to_owned(),
+                    nice: tail.split_whitespace().nth(16)?.parse().ok()?,
+                    cpus: status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                        .trim()
+                        .to_owned(),
+                })
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,25 +149,28 @@ mod tests {
         let allowed = allowed().unwrap();
         assert!(!allowed.is_empty());
         let last = *allowed.last().unwrap();
-        let seen = std::thread::spawn(move || {
-            pin_current(&[last]).unwrap();
-            (allowed_list_of_current(), super::allowed().unwrap())
-        })
-        .join()
-        .unwrap();
-        assert_eq!(seen, (last.to_string(), vec![last]));
+        // The thread stays alive until its /proc entry has been read.
+        let (pinned, wait_pinned) = std::sync::mpsc::channel::<()>();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("cpu-pin-test".into())
+            .spawn(move || {
+                pin_current(&[last]).unwrap();
+                let seen = super::allowed().unwrap();
+                pinned.send(()).unwrap();
+                wait_release.recv().unwrap();
+                seen
+            })
+            .unwrap();
+        wait_pinned.recv().unwrap();
+        let listed: Vec<String> = proc_threads::all()
+            .into_iter()
+            .filter(|t| t.name == "cpu-pin-test")
+            .map(|t| t.cpus)
+            .collect();
+        release.send(()).unwrap();
+        assert_eq!(t.join().unwrap(), vec![last]);
+        assert_eq!(listed, vec![last.to_string()]);
         assert!(pin_current(&[CpuSet::MAX_CPU]).is_err());
-    }
-
-    /// `Cpus_allowed_list` of the calling thread, from /proc.
-    fn allowed_list_of_current() -> String {
-        let tid = rustix::thread::gettid().as_raw_nonzero();
-        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap()
-            .trim()
-            .to_owned()
     }
 }

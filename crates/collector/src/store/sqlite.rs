@@ -1734,20 +1734,10 @@ mod tests {
     #[test]
     fn the_store_threads_run_on_the_store_cpu() {
         let cpu = *crate::cpu::allowed().unwrap().last().unwrap();
-        let pinned = |name: &str| -> usize {
-            std::fs::read_dir("/proc/self/task")
-                .unwrap()
-                .filter_map(|t| {
-                    let dir = t.ok()?.path();
-                    let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-                    let status = std::fs::read_to_string(dir.join("status")).ok()?;
-                    let list = status
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
-                        .trim()
-                        .to_owned();
-                    (comm.trim() == name && list == cpu.to_string()).then_some(())
-                })
+        let pinned = |name: &str| {
+            crate::cpu::proc_threads::all()
+                .iter()
+                .filter(|t| t.name == name && t.cpus == cpu.to_string())
                 .count()
         };
         let dir = tempfile::tempdir().unwrap();
@@ -1763,7 +1753,7 @@ mod tests {
         // through the writer and the syncer once it is answered.
         store.write(true, |_, _| Ok(())).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        // `comm` holds at most 15 bytes: "sqlite-checkpoint" reads "sqlite-checkpoi".
+        // Thread names are cut to 15 bytes (see `proc_threads::Thread`).
         for name in ["sqlite-writer", "sqlite-sync", "sqlite-checkpoi"] {
             while pinned(name) == 0 {
                 assert!(
@@ -1782,29 +1772,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
         store.write(true, |_, _| Ok(())).unwrap();
-        // (comm, nice) of every thread of this process; field 19 of `stat`,
-        // counted after the parenthesised name.
-        let threads = || -> Vec<(String, i64)> {
-            std::fs::read_dir("/proc/self/task")
-                .unwrap()
-                .filter_map(|t| {
-                    let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
-                    let (head, tail) = stat.rsplit_once(')')?;
-                    let comm = head.split_once('(')?.1.to_owned();
-                    let nice = tail.split_whitespace().nth(16)?.parse().ok()?;
-                    Some((comm, nice))
-                })
-                .collect()
-        };
         // Threads start at the process's own nice value (0 unless the test
         // runner was started niced); an unprivileged thread can only lower.
         let base = rustix::process::getpriority_process(None).unwrap() as i64;
         let want = base.max(CHECKPOINTER_NICE as i64);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let t = threads();
+            let t = crate::cpu::proc_threads::all();
             let of = |name: &str| -> Vec<i64> {
-                t.iter().filter(|(c, _)| c == name).map(|x| x.1).collect()
+                t.iter()
+                    .filter(|x| x.name == name)
+                    .map(|x| x.nice)
+                    .collect()
             };
             let (writers, checkpointers) = (of("sqlite-writer"), of("sqlite-checkpoi"));
             assert!(
