@@ -102,7 +102,7 @@ fn main() {
     let (devices, batches, per_batch) = if quick { (4, 10, 200) } else { (4, 50, 200) };
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let store = Arc::new(SqliteStore::open(tmp.path(), SqliteOptions::default()).unwrap());
-    let state = AppState::new(store.clone(), Limits::default());
+    let state = AppState::new(store.clone(), Limits::default()).expect("verifying threads start");
     let router = app(state);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores())

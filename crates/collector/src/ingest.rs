@@ -328,20 +328,19 @@ async fn handle(
     let store = state.store.clone();
     let max_decoded = state.limits.max_decompressed_bytes;
     let retry_after_secs = state.limits.retry_after_secs;
-    let verifying = state
-        .verify_permits
-        .clone()
-        .acquire_owned()
+    let key = device.key;
+    let verified = state
+        .verifiers
+        .run(move || {
+            let bytes = body::decode(encoding, raw, max_decoded)?;
+            verify(key, KeyStatus::Enrolled, &bytes)
+                .map_err(|e| ApiError::bad_request("malformed_batch", e.to_string()))
+        })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)??;
+    // Waiting for the writer takes no CPU, but it blocks: off the runtime.
     let outcome = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let bytes = body::decode(encoding, raw, max_decoded)?;
-        let verified = verify(device.key, KeyStatus::Enrolled, &bytes)
-            .map_err(|e| ApiError::bad_request("malformed_batch", e.to_string()))?;
-        drop(bytes);
-        // Waiting for the writer takes no CPU: let the next batch verify.
-        drop(verifying);
         match store.ingest(device.id, verified, crate::now_ms()) {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(IngestRefusal::Revoked)) => Err(ApiError::forbidden(

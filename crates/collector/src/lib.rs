@@ -74,6 +74,7 @@ pub mod store;
 pub mod timeline;
 pub mod tokens;
 pub mod ui;
+pub mod verifiers;
 
 pub use error::ApiError;
 pub use state::AppState;

@@ -13,8 +13,9 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::config::Config;
 use crate::state::AppState;
-use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::sqlite::{SpareWork, SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
+use crate::verifiers::Verifiers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -115,10 +116,17 @@ pub async fn checkpoints(store: Arc<dyn Store>, every: Duration) {
 /// (see [`crate::cpu`]).
 pub async fn serve(cfg: Config, store_cpu: Option<usize>) -> Result<(), ServeError> {
     let data_dir = cfg.data_dir.clone();
+    // One verifying thread per CPU the runtime has; the store's writer
+    // verifies too in its spare time, if it has a CPU of its own
+    // (crate::verifiers, store::sqlite::SpareWork).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let verifiers = Arc::new(Verifiers::start(cpus)?);
+    let spare_work = store_cpu.map(|_| Arc::new(verifiers.helper()) as Arc<dyn SpareWork>);
     let opts = SqliteOptions {
         queue: cfg.limits.ingest_queue,
         log_origin: cfg.log_origin.clone(),
         store_cpu,
+        spare_work,
     };
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, opts))
         .await
@@ -136,7 +144,7 @@ pub async fn serve(cfg: Config, store_cpu: Option<usize>) -> Result<(), ServeErr
             Duration::from_secs(cfg.checkpoint_interval_secs),
         ));
     }
-    let state = AppState::new(store, cfg.limits);
+    let state = AppState::with_verifiers(store, cfg.limits, verifiers);
     let tls = match &cfg.tls {
         Some((cert, key)) => Some(RustlsConfig::from_pem_file(cert, key).await.map_err(
             |source| ServeError::Tls {

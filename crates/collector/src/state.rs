@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::verifiers::Verifiers;
 
 /// The router's state: cheap to clone.
 #[derive(Debug, Clone)]
@@ -16,22 +17,34 @@ pub struct AppState {
     pub limits: Limits,
     /// Batches being read, verified or stored at once; beyond it, 429.
     pub ingest_permits: Arc<Semaphore>,
-    /// Batches being decoded and signature-checked at once: one per core.
-    /// Verification is pure CPU; more at once only time-slice the cores
-    /// and starve the store's single writer thread, which every
-    /// acknowledgement waits for. The others wait here, already read.
-    pub verify_permits: Arc<Semaphore>,
+    /// Where batches are decoded and signature-checked: one thread per
+    /// core the runtime has (more would only time-slice the cores and starve
+    /// the store's writer, which every acknowledgement waits for), plus the
+    /// writer itself when it is idle. The others wait in its queue.
+    pub verifiers: Arc<Verifiers>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, limits: Limits) -> AppState {
+    /// State with its own verifying threads, one per CPU this thread may
+    /// use (`available_parallelism` follows the affinity mask).
+    pub fn new(store: Arc<dyn Store>, limits: Limits) -> std::io::Result<AppState> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let verifiers = Verifiers::start(cpus)?;
+        Ok(AppState::with_verifiers(store, limits, Arc::new(verifiers)))
+    }
+
+    /// State that verifies on `verifiers` (shared with the store's writer,
+    /// see `server::serve`).
+    pub fn with_verifiers(
+        store: Arc<dyn Store>,
+        limits: Limits,
+        verifiers: Arc<Verifiers>,
+    ) -> AppState {
         AppState {
             store,
             metrics: Arc::new(Metrics::default()),
             ingest_permits: Arc::new(Semaphore::new(limits.max_inflight.max(1))),
-            verify_permits: Arc::new(Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-            )),
+            verifiers,
             limits,
         }
     }

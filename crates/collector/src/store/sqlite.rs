@@ -14,9 +14,10 @@
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 use sessiontrail_core::chain::StoredChain;
@@ -53,7 +54,30 @@ pub struct SqliteOptions {
     /// Run the writer, its fsync thread and the WAL checkpointer on this CPU
     /// only (see [`crate::cpu`]); `None` leaves them to the scheduler.
     pub store_cpu: Option<usize>,
+    /// Work the writer takes on while it waits (see [`SpareWork`]).
+    pub spare_work: Option<Arc<dyn SpareWork>>,
 }
+
+/// Work the store's writer thread may do instead of waiting: the server
+/// lends the store's CPU to batch verification this way
+/// (`crate::verifiers`). The writer takes one task at a time, only
+///
+/// - while its job queue is empty, or
+/// - while its next group is small (fewer than [`MIN_GROUP`] jobs) and less
+///   than [`GROUP_PERIOD`] has passed since the previous group began. When
+///   the writer is what ingest waits for, its groups are large and take
+///   longer than that, so it never lends; when verification is, it would
+///   otherwise commit many small groups, each costing more per event
+///   (docs/collector.md, "Fifth pass").
+pub trait SpareWork: std::fmt::Debug + Send + Sync {
+    /// Runs one waiting task; whether there was one.
+    fn run_one(&self) -> bool;
+}
+
+/// See [`SpareWork`].
+pub const MIN_GROUP: usize = 16;
+/// See [`SpareWork`].
+pub const GROUP_PERIOD: Duration = Duration::from_millis(10);
 
 impl Default for SqliteOptions {
     fn default() -> SqliteOptions {
@@ -61,6 +85,7 @@ impl Default for SqliteOptions {
             queue: 64,
             log_origin: None,
             store_cpu: None,
+            spare_work: None,
         }
     }
 }
@@ -314,11 +339,12 @@ impl SqliteStore {
             collector_id,
             note_signer,
         };
+        let spare = opts.spare_work;
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 pin("sqlite-writer");
-                writer_loop(conn, rx, ctx, syncer)
+                writer_loop(conn, rx, ctx, syncer, spare)
             })?;
         Ok(SqliteStore {
             path,
@@ -456,18 +482,65 @@ fn wal_checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: Receiver<Job>, ctx: WriterCtx, syncer: Syncer) {
+/// The next job: at once if one is queued; otherwise after spare work while
+/// there is some, then whenever one comes. `None`: the store is closing.
+fn next_job(rx: &Receiver<Job>, spare: Option<&dyn SpareWork>) -> Option<Job> {
+    loop {
+        match rx.try_recv() {
+            Ok(job) => return Some(job),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {
+                if !spare.is_some_and(|w| w.run_one()) {
+                    return rx.recv().ok();
+                }
+            }
+        }
+    }
+}
+
+/// Adds queued jobs to `jobs`, up to [`MAX_GROUP`].
+fn take_queued(rx: &Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Completes the group that starts with `first`: every queued job and, while
+/// the group is small and the previous one (begun at `previous`) was recent,
+/// the jobs that come while the writer does spare work (see [`SpareWork`]).
+fn gather_group(
+    rx: &Receiver<Job>,
+    first: Job,
+    spare: Option<&dyn SpareWork>,
+    previous: Instant,
+) -> Vec<Job> {
+    let mut jobs = vec![first];
+    take_queued(rx, &mut jobs);
+    if let Some(spare) = spare {
+        while jobs.len() < MIN_GROUP && previous.elapsed() < GROUP_PERIOD && spare.run_one() {
+            take_queued(rx, &mut jobs);
+        }
+    }
+    jobs
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: Receiver<Job>,
+    ctx: WriterCtx,
+    syncer: Syncer,
+    spare: Option<Arc<dyn SpareWork>>,
+) {
     // The connection's `synchronous` setting: NORMAL unless the last group
     // needed FULL.
     let mut full_sync = false;
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
+    let mut previous = Instant::now();
+    while let Some(first) = next_job(&rx, spare.as_deref()) {
+        let jobs = gather_group(&rx, first, spare.as_deref(), previous);
+        previous = Instant::now();
         let want_full = jobs.iter().any(|j| j.durable_before_visible);
         if want_full != full_sync {
             let mode = if want_full { "FULL" } else { "NORMAL" };
@@ -1763,6 +1836,119 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
+    }
+
+    /// Spare work that counts down `left` tasks and notes the thread that
+    /// ran each.
+    #[derive(Debug, Default)]
+    struct Countdown {
+        left: std::sync::atomic::AtomicUsize,
+        ran_on: Mutex<Vec<String>>,
+    }
+
+    impl Countdown {
+        fn new(left: usize) -> Arc<Countdown> {
+            let c = Countdown::default();
+            c.left.store(left, std::sync::atomic::Ordering::SeqCst);
+            Arc::new(c)
+        }
+
+        fn ran(&self) -> Vec<String> {
+            lock(&self.ran_on).clone()
+        }
+    }
+
+    impl Countdown {
+        fn left(&self) -> usize {
+            self.left.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl SpareWork for Countdown {
+        fn run_one(&self) -> bool {
+            use std::sync::atomic::Ordering::SeqCst;
+            let took = self
+                .left
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if took {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                lock(&self.ran_on).push(name);
+            }
+            took
+        }
+    }
+
+    /// `n` queued jobs that must never run (the tests only group them).
+    fn queued(n: usize) -> (SyncSender<Job>, Receiver<Job>) {
+        let (tx, rx) = sync_channel::<Job>(64);
+        for _ in 0..n {
+            let run: JobFn = Box::new(|_, _| unreachable!("only grouped"));
+            tx.send(Job {
+                isolated: false,
+                durable_before_visible: false,
+                run,
+            })
+            .unwrap();
+        }
+        (tx, rx)
+    }
+
+    /// A small group, soon after the previous one, waits for spare work
+    /// (here all of it: the tasks take no time).
+    #[test]
+    fn a_small_group_lends_the_writer_soon_after_the_previous_one() {
+        let (_tx, rx) = queued(3);
+        let first = rx.recv().unwrap();
+        let spare = Countdown::new(10);
+        let jobs = gather_group(&rx, first, Some(&*spare), Instant::now());
+        assert_eq!(jobs.len(), 3);
+        assert_eq!(spare.ran().len(), 10);
+    }
+
+    /// A group of MIN_GROUP jobs or more, or one that comes GROUP_PERIOD or
+    /// more after the previous one began, commits at once: the writer is
+    /// then what ingest waits for.
+    #[test]
+    fn a_full_or_late_group_does_no_spare_work() {
+        let (_tx, rx) = queued(MIN_GROUP);
+        let first = rx.recv().unwrap();
+        let spare = Countdown::new(100);
+        let jobs = gather_group(&rx, first, Some(&*spare), Instant::now());
+        assert_eq!(jobs.len(), MIN_GROUP);
+        assert!(spare.ran().is_empty());
+        let (_tx, rx) = queued(2);
+        let first = rx.recv().unwrap();
+        let long_ago = Instant::now() - 2 * GROUP_PERIOD;
+        assert_eq!(gather_group(&rx, first, Some(&*spare), long_ago).len(), 2);
+        assert!(spare.ran().is_empty());
+        // Without spare work, a group is what was queued.
+        let (_tx, rx) = queued(2);
+        let first = rx.recv().unwrap();
+        assert_eq!(gather_group(&rx, first, None, Instant::now()).len(), 2);
+    }
+
+    /// With nothing to write, the writer thread itself runs queued spare
+    /// work, all of it, and still answers the writes.
+    #[test]
+    fn an_idle_writer_runs_the_spare_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let spare = Countdown::new(0);
+        let opts = SqliteOptions {
+            spare_work: Some(spare.clone() as Arc<dyn SpareWork>),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(dir.path(), opts).unwrap();
+        spare.left.store(5, std::sync::atomic::Ordering::SeqCst);
+        // A write wakes the writer; after it, the queue is empty.
+        store.write(true, |_, _| Ok(())).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while spare.left() > 0 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", spare.ran());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(spare.ran(), vec!["sqlite-writer".to_owned(); 5]);
+        store.write(true, |_, _| Ok(())).unwrap();
     }
 
     /// The checkpointer runs at a lower priority than the writer (they

@@ -132,7 +132,7 @@ impl Env {
             )
             .unwrap(),
         );
-        let state = AppState::new(store.clone(), limits);
+        let state = AppState::new(store.clone(), limits).expect("verifying threads start");
         Env { dir, store, state }
     }
 
