@@ -42,6 +42,8 @@
 //! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
 //! - [`config`], [`cli`]: configuration and the `sessiontrail` command;
 //!   [`cpu`]: which CPUs `serve` runs its threads on.
+//! - [`verifiers`]: the threads that decode and verify batches (and the
+//!   store's writer, in its spare time).
 
 use axum::Json;
 use axum::Router;
