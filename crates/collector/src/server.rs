@@ -119,8 +119,7 @@ pub async fn serve(cfg: Config, store_cpu: Option<usize>) -> Result<(), ServeErr
     // One verifying thread per CPU the runtime has; the store's writer
     // verifies too in its spare time, if it has a CPU of its own
     // (crate::verifiers, store::sqlite::SpareWork).
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let verifiers = Arc::new(Verifiers::start(cpus)?);
+    let verifiers = Arc::new(Verifiers::per_cpu()?);
     let spare_work = store_cpu.map(|_| Arc::new(verifiers.helper()) as Arc<dyn SpareWork>);
     let opts = SqliteOptions {
         queue: cfg.limits.ingest_queue,

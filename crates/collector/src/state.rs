@@ -20,17 +20,16 @@ pub struct AppState {
     /// Where batches are decoded and signature-checked: one thread per
     /// core the runtime has (more would only time-slice the cores and starve
     /// the store's writer, which every acknowledgement waits for), plus the
-    /// writer itself when it is idle. The others wait in its queue.
+    /// writer itself in its spare time. The others wait in its queue.
     pub verifiers: Arc<Verifiers>,
 }
 
 impl AppState {
     /// State with its own verifying threads, one per CPU this thread may
-    /// use (`available_parallelism` follows the affinity mask).
+    /// use.
     pub fn new(store: Arc<dyn Store>, limits: Limits) -> std::io::Result<AppState> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let verifiers = Verifiers::start(cpus)?;
-        Ok(AppState::with_verifiers(store, limits, Arc::new(verifiers)))
+        let verifiers = Arc::new(Verifiers::per_cpu()?);
+        Ok(AppState::with_verifiers(store, limits, verifiers))
     }
 
     /// State that verifies on `verifiers` (shared with the store's writer,

@@ -49,6 +49,12 @@ impl Verifiers {
         Ok(Verifiers { tx, rx })
     }
 
+    /// One verifying thread per CPU the calling thread may use
+    /// (`available_parallelism` follows the affinity mask).
+    pub fn per_cpu() -> std::io::Result<Verifiers> {
+        Verifiers::start(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Runs `f` on a verifying thread or a helper, whichever takes it first.
     pub async fn run<R: Send + 'static>(
         &self,

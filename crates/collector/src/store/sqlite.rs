@@ -1878,27 +1878,24 @@ mod tests {
     impl Countdown {
         fn new(left: usize) -> Arc<Countdown> {
             let c = Countdown::default();
-            c.left.store(left, std::sync::atomic::Ordering::SeqCst);
+            c.left.store(left, Ordering::SeqCst);
             Arc::new(c)
         }
 
         fn ran(&self) -> Vec<String> {
             lock(&self.ran_on).clone()
         }
-    }
 
-    impl Countdown {
         fn left(&self) -> usize {
-            self.left.load(std::sync::atomic::Ordering::SeqCst)
+            self.left.load(Ordering::SeqCst)
         }
     }
 
     impl SpareWork for Countdown {
         fn run_one(&self) -> bool {
-            use std::sync::atomic::Ordering::SeqCst;
             let took = self
                 .left
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
             if took {
                 let name = std::thread::current().name().unwrap_or("").to_owned();
@@ -1984,7 +1981,7 @@ mod tests {
             ..SqliteOptions::default()
         };
         let store = SqliteStore::open(dir.path(), opts).unwrap();
-        spare.left.store(5, std::sync::atomic::Ordering::SeqCst);
+        spare.left.store(5, Ordering::SeqCst);
         // A write wakes the writer; after it, the queue is empty.
         store.write(true, |_, _| Ok(())).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
