@@ -14,7 +14,6 @@
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -79,27 +78,6 @@ pub trait SpareWork: std::fmt::Debug + Send + Sync {
 pub const MIN_GROUP: usize = 16;
 /// See [`SpareWork`].
 pub const GROUP_PERIOD: Duration = Duration::from_millis(10);
-/// WAL frames not yet copied back beyond which the writer lends nothing:
-/// the checkpointer shares the store's CPU at a lower priority and runs
-/// only when the writer does not (16 MiB of 4 KiB pages).
-pub const SPARE_WAL_FRAMES: u64 = 4096;
-
-/// The store's side of [`SpareWork`]: none while the WAL checkpointer is
-/// behind. A writer busy with spare work leaves it no CPU; in full
-/// benchmark runs the WAL then grew through the routine phase and the
-/// all-flagged phase after it paid for that (docs/collector.md).
-#[derive(Debug)]
-struct UnlessWalBehind {
-    inner: Arc<dyn SpareWork>,
-    /// Frames the last checkpoint could not copy back.
-    wal_backlog: Arc<AtomicU64>,
-}
-
-impl SpareWork for UnlessWalBehind {
-    fn run_one(&self) -> bool {
-        self.wal_backlog.load(Ordering::Relaxed) < SPARE_WAL_FRAMES && self.inner.run_one()
-    }
-}
 
 impl Default for SqliteOptions {
     fn default() -> SqliteOptions {
@@ -346,8 +324,6 @@ impl SqliteStore {
         };
         let syncer = Syncer::start(&path, pin)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let wal_backlog = Arc::new(AtomicU64::new(0));
-        let behind = wal_backlog.clone();
         let wal = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
@@ -355,7 +331,7 @@ impl SqliteStore {
                 // Background work: on the store's CPU it must not hold up
                 // the writer (see `crate::cpu::lower_priority`).
                 crate::cpu::lower_priority(CHECKPOINTER_NICE, "sqlite-checkpoint");
-                wal_checkpoint_loop(checkpointer, stopped, &behind)
+                wal_checkpoint_loop(checkpointer, stopped)
             })?;
         let (tx, rx) = sync_channel::<Job>(opts.queue.max(1));
         let ctx = WriterCtx {
@@ -363,9 +339,7 @@ impl SqliteStore {
             collector_id,
             note_signer,
         };
-        let spare = opts
-            .spare_work
-            .map(|inner| Arc::new(UnlessWalBehind { inner, wal_backlog }) as Arc<dyn SpareWork>);
+        let spare = opts.spare_work;
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -490,9 +464,8 @@ impl Drop for SqliteStore {
 const CHECKPOINTER_NICE: i32 = 10;
 
 /// Checkpoints the WAL every 200 ms (PASSIVE: never blocks the writer),
-/// and once more when the store closes. After each, `backlog` holds the
-/// frames it could not copy back yet.
-fn wal_checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, backlog: &AtomicU64) {
+/// and once more when the store closes.
+fn wal_checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
         let last = !matches!(
@@ -500,10 +473,8 @@ fn wal_checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, ba
             Err(RecvTimeoutError::Timeout)
         );
         let mode = if last { "TRUNCATE" } else { "PASSIVE" };
-        let frames = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?));
-        match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], frames) {
-            Ok((log, copied)) => backlog.store((log - copied).max(0) as u64, Ordering::Relaxed),
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
         }
         if last {
             return;
@@ -1778,6 +1749,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use sessiontrail_core::event::{Classification, EventBody, EventKind};
     use sessiontrail_core::{ChainTip, DeviceSigner, KeyStatus};
 
@@ -1952,22 +1925,6 @@ mod tests {
         let (_tx, rx) = queued(2);
         let first = rx.recv().unwrap();
         assert_eq!(gather_group(&rx, first, None, Instant::now()).len(), 2);
-    }
-
-    /// No spare work while the checkpointer is behind.
-    #[test]
-    fn no_spare_work_while_the_wal_checkpointer_is_behind() {
-        let spare = Countdown::new(2);
-        let gate = UnlessWalBehind {
-            inner: spare.clone(),
-            wal_backlog: Arc::new(AtomicU64::new(SPARE_WAL_FRAMES)),
-        };
-        assert!(!gate.run_one());
-        assert_eq!(spare.left(), 2);
-        gate.wal_backlog
-            .store(SPARE_WAL_FRAMES - 1, Ordering::Relaxed);
-        assert!(gate.run_one());
-        assert_eq!(spare.left(), 1);
     }
 
     /// With nothing to write, the writer thread itself runs queued spare
