@@ -64,7 +64,7 @@ pub async fn read_capped(body: Body, headers: &HeaderMap, cap: usize) -> Result<
 }
 
 /// Undoes `encoding`, refusing output above `cap` bytes (CPU-bound for
-/// gzip: call it on the blocking pool).
+/// gzip: call it off the async runtime, e.g. on a verifying thread).
 pub fn decode(encoding: Encoding, raw: Bytes, cap: usize) -> Result<Bytes, ApiError> {
     match encoding {
         Encoding::Identity => Ok(raw),

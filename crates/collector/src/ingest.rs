@@ -3,9 +3,10 @@
 //!
 //! The work is split where it can run:
 //!
-//! 1. [`verify`] (blocking pool, parallel across requests): decode the core
-//!    batch format, check every signature with batch verification, and
-//!    decode index columns. Needs no store state but the device's key.
+//! 1. [`verify`] (a verifying thread, [`crate::verifiers`], parallel across
+//!    requests): decode the core batch format, check every signature with
+//!    batch verification, and decode index columns. Needs no store state
+//!    but the device's key.
 //! 2. [`plan`] (inside the store's write transaction, so per-device order is
 //!    serialised): the core's `chain::check` against what is stored, then
 //!    what to insert, what to refuse and why, and which gaps open or fill.
@@ -93,7 +94,7 @@ impl KeyDirectory for OwnKey {
 }
 
 /// Decodes and signature-checks `body` for `device` (CPU-bound: run it on
-/// the blocking pool). Framing errors refuse the whole batch.
+/// a verifying thread, [`crate::verifiers`]). Framing errors refuse the whole batch.
 pub fn verify(
     device: DeviceKey,
     status: KeyStatus,

@@ -6,9 +6,9 @@
 //! any thread that lends its spare time through a [`Helper`]. The store's
 //! writer does when it has a CPU of its own ([`crate::cpu`]): while it has
 //! nothing to write, and while its next group is small and the previous
-//! one was recent ([`SpareWork`]). Without that,
-//! the store's CPU spends itself on many small commits while verification,
-//! the larger share of ingest, has only the other CPUs.
+//! one was recent ([`SpareWork`]). Without that, the store's CPU spends
+//! itself on many small commits while verification, the larger share of
+//! ingest, has only the other CPUs.
 //!
 //! A helper runs one task at a time and goes back to its own work between
 //! tasks, so the writer's next group waits at most one batch's verification
