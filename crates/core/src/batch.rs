@@ -200,27 +200,26 @@ fn check(records: &[SignedEvent], candidates: &[usize], status: &mut [SigStatus]
             let r = &records[i];
             let dk = r.device_key();
             let vk = match last {
-                Some((k, vk)) if k == dk => Ok(vk),
-                Some(_) => {
-                    one_key = false;
-                    VerifyingKey::from_bytes(&dk.0)
-                }
-                None => VerifyingKey::from_bytes(&dk.0),
-            };
-            match vk {
-                // Weak (small-order) keys are refused outright: batch and
-                // single verification must agree on every record.
-                Ok(vk) if !vk.is_weak() => {
-                    last = Some((dk, vk));
-                    msgs.push(r.message());
-                    sigs.push(r.signature());
-                    vks.push(vk);
-                }
+                Some((k, vk)) if k == dk => Some(vk),
                 _ => {
-                    ok = false;
-                    break;
+                    one_key &= last.is_none();
+                    // Weak (small-order) keys are refused outright: batch and
+                    // single verification must agree on every record. Checked
+                    // once per key, not per record (it costs a field
+                    // inversion).
+                    VerifyingKey::from_bytes(&dk.0)
+                        .ok()
+                        .filter(|vk| !vk.is_weak())
                 }
-            }
+            };
+            let Some(vk) = vk else {
+                ok = false;
+                break;
+            };
+            last = Some((dk, vk));
+            msgs.push(r.message());
+            sigs.push(r.signature());
+            vks.push(vk);
         }
         let verified = ok
             && match (&last, one_key) {
@@ -323,5 +322,44 @@ mod tests {
         let st = verify_signatures(&theirs, &keys);
         assert_eq!(st, vec![SigStatus::UnknownKey; 2]);
         let _ = stranger;
+    }
+
+    /// A record naming a small-order key is refused even if the directory
+    /// lists that key, whether the key comes first or after another
+    /// device's records; the honest records around it stay valid.
+    #[test]
+    fn a_weak_key_is_refused_wherever_it_appears() {
+        let (s, good) = events(3, 5);
+        // The identity point (y = 1): small order, so a cofactored check
+        // would pass a "signature" for any message.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = DeviceKey(identity);
+        // Under that key, R = B (encoded 0x58 0x66…) and s = 1 satisfy the
+        // batch equation [s]B = R + [k]A for every message: only the weak-key
+        // check stands between it and `Valid`.
+        let forged = |e: &SignedEvent| {
+            let mut raw = e.as_bytes().to_vec();
+            raw[6..38].copy_from_slice(&weak.0);
+            let n = raw.len();
+            let sig = &mut raw[n - 64..];
+            sig.fill(0);
+            sig[0] = 0x58;
+            sig[1..32].fill(0x66);
+            sig[32] = 1;
+            SignedEvent::from_bytes(raw).unwrap()
+        };
+        let keys: BTreeSet<_> = [s.public_key(), weak].into();
+        let mixed = vec![good[0].clone(), forged(&good[1]), good[2].clone()];
+        let st = verify_signatures(&mixed, &keys);
+        assert_eq!(
+            st,
+            vec![SigStatus::Valid, SigStatus::BadSignature, SigStatus::Valid]
+        );
+        let all_weak: Vec<_> = good.iter().map(forged).collect();
+        assert_eq!(
+            verify_signatures(&all_weak, &keys),
+            vec![SigStatus::BadSignature; 3]
+        );
     }
 }
