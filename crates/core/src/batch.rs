@@ -202,6 +202,7 @@ fn check(records: &[SignedEvent], candidates: &[usize], status: &mut [SigStatus]
             let vk = match last {
                 Some((k, vk)) if k == dk => Some(vk),
                 _ => {
+                    // A second key in the chunk: no merged-key path.
                     one_key &= last.is_none();
                     // Weak (small-order) keys are refused outright: batch and
                     // single verification must agree on every record. Checked
