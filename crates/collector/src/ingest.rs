@@ -94,7 +94,8 @@ impl KeyDirectory for OwnKey {
 }
 
 /// Decodes and signature-checks `body` for `device` (CPU-bound: run it on
-/// a verifying thread, [`crate::verifiers`]). Framing errors refuse the whole batch.
+/// a verifying thread, [`crate::verifiers`]). Framing errors refuse the
+/// whole batch.
 pub fn verify(
     device: DeviceKey,
     status: KeyStatus,

@@ -1951,10 +1951,10 @@ mod tests {
         spare.left.store(5, Ordering::SeqCst);
         // A write wakes the writer; after it, the queue is empty.
         store.write(true, |_, _| Ok(())).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while spare.left() > 0 {
-            assert!(std::time::Instant::now() < deadline, "{:?}", spare.ran());
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(Instant::now() < deadline, "{:?}", spare.ran());
+            std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(spare.ran(), vec!["sqlite-writer".to_owned(); 5]);
         store.write(true, |_, _| Ok(())).unwrap();
