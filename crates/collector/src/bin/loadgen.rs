@@ -23,6 +23,9 @@
 //! terms), so the same records through `verify_one_key` are measured too,
 //! between the phases, and the routine rate is also reported against them
 //! (`ingest_vs_one_key_verify_ratio`): the share the store side leaves.
+//! Before the load it times appending and overwriting a scratch file
+//! (`host_append_page_us`, see `page_costs`): a cost the collector pays and
+//! the baseline does not.
 //!
 //! JSON lines go to `target/bench/collector.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -164,6 +167,46 @@ struct Device {
     batches: Vec<Vec<u8>>,
     /// The same records, for the bare-verify baseline.
     records: Vec<Vec<SignedEvent>>,
+}
+
+/// What the host charges for file pages, per SQLite WAL frame (a 24-byte
+/// header and a 4 KiB page, written as SQLite writes them).
+struct PageCosts {
+    /// Appending to a file: a new page-cache page (and disk block) each time.
+    append_us: f64,
+    /// Overwriting the same frames: the pages are cached.
+    overwrite_us: f64,
+}
+
+/// Measures [`PageCosts`] on a 64 MiB scratch file in `dir`. The collector's
+/// CPU per event depends on it (its WAL and database grow by appending) and
+/// the bare-verify baseline does not, and on this VM the first cost was seen
+/// to swing several-fold while the second and the CPU speed held: this
+/// tells a slow host from a slow collector.
+fn page_costs(dir: &Path) -> PageCosts {
+    use std::os::unix::fs::FileExt as _;
+    const FRAMES: u64 = 16_384;
+    const FRAME: u64 = 24 + 4096;
+    let path = dir.join("page-costs.tmp");
+    let file = std::fs::File::create(&path).unwrap();
+    let page = vec![0x5a_u8; 4096];
+    let write_all = || {
+        let t = Instant::now();
+        for i in 0..FRAMES {
+            file.write_all_at(&page[..24], 32 + i * FRAME).unwrap();
+            file.write_all_at(&page, 32 + i * FRAME + 24).unwrap();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / FRAMES as f64
+    };
+    let append_us = write_all();
+    file.sync_data().unwrap();
+    let overwrite_us = write_all();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    PageCosts {
+        append_us,
+        overwrite_us,
+    }
 }
 
 /// How the bare baseline verifies a batch.
@@ -515,6 +558,7 @@ fn main() {
     }
     let log_before = log_size(addr);
 
+    let pages = page_costs(&out_dir);
     let bare_before = bare_rate(&devs, Bare::DalekBatch);
     let routine = load(&devs, 0..batches, addr, &pid);
     let bare_mid = bare_rate(&devs, Bare::DalekBatch);
@@ -563,6 +607,8 @@ fn main() {
         serde_json::json!({"name": "flagged_server_cpu_us_per_event", "value": per_event(flagged.server_cpu),
             "unit": "µs", "baseline": cores() as f64 / bare_flagged * 1e6,
             "ratio": per_event(flagged.server_cpu) * bare_flagged / cores() as f64 / 1e6}),
+        serde_json::json!({"name": "host_append_page_us", "value": pages.append_us, "unit": "µs",
+            "baseline": pages.overwrite_us, "ratio": pages.append_us / pages.overwrite_us}),
     ];
     let path: &Path = &out_dir.join("collector.json");
     let mut file = std::fs::File::create(path).unwrap();
@@ -594,6 +640,13 @@ fn main() {
             p.took,
         );
     }
+    eprintln!(
+        "host: a WAL-sized frame appended to a file {:.1} µs, overwritten {:.1} µs (×{:.1}; \
+         the collector's WAL and database grow by appending, see docs/benchmarks.md)",
+        pages.append_us,
+        pages.overwrite_us,
+        pages.append_us / pages.overwrite_us,
+    );
     eprintln!(
         "bare verify_batch: {bare_before:.0}/s before, {bare_mid:.0}/s between, {bare_after:.0}/s after; \
          verify_one_key (the server's): {one_key:.0}/s between (routine ingest = {:.2} of it)",
