@@ -3,7 +3,7 @@
 //! All writes go through one writer thread fed by a bounded queue. The
 //! writer takes whatever jobs are queued (up to [`MAX_GROUP`]), runs them
 //! inside one transaction, commits once, and hands the group to the
-//! [`syncer`](super::syncer), which answers every job after the fsync that
+//! `syncer` (`store/syncer.rs`), which answers every job after the fsync that
 //! makes the commit durable: a group commit, so one fsync covers many
 //! requests under load, every acknowledgement follows its fsync, and the
 //! writer runs the next group while the disk syncs. A full queue answers
