@@ -172,7 +172,7 @@ struct Device {
 /// What the host charges for file pages, per SQLite WAL frame (a 24-byte
 /// header and a 4 KiB page, written as SQLite writes them).
 struct PageCosts {
-    /// Appending to a file: a new page-cache page (and disk block) each time.
+    /// Appending to a file: a new page-cache page each time.
     append_us: f64,
     /// Overwriting the same frames: the pages are cached.
     overwrite_us: f64,
@@ -180,9 +180,11 @@ struct PageCosts {
 
 /// Measures [`PageCosts`] on a 64 MiB scratch file in `dir`. The collector's
 /// CPU per event depends on it (its WAL and database grow by appending) and
-/// the bare-verify baseline does not, and on this VM the first cost was seen
-/// to swing several-fold while the second and the CPU speed held: this
-/// tells a slow host from a slow collector.
+/// the bare-verify baseline does not: in slow phases of this VM the kernel's
+/// first touch of new page-cache pages took 28–39% of the store writer's
+/// time against 0.2% in fast ones, with the CPU speed unchanged
+/// (docs/collector.md, "Seventh pass"). This tells a slow host from a slow
+/// collector.
 fn page_costs(dir: &Path) -> PageCosts {
     use std::os::unix::fs::FileExt as _;
     const FRAMES: u64 = 16_384;
